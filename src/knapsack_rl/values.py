@@ -1,0 +1,130 @@
+"""Value of giving a prompt N rollouts, and its marginal gains.
+
+Section 2 of the spec: ``Value(N, p) = (1 - p^N - (1 - p)^N) * p * (1 - p)^2``.
+Section 5: the same value in expectation under a ``Beta(a, b)`` posterior on p.
+
+Every value here is concave in N, so the exact solvers in
+:mod:`knapsack_rl.solvers` apply. Functions are vectorised over prompts:
+``n`` and ``p`` (or ``a``, ``b``) broadcast against each other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "info_gain",
+    "prob_nonzero_gradient",
+    "paper_value",
+    "paper_gain",
+    "beta_moment",
+    "bayes_value",
+    "bayes_gain",
+    "rollouts_needed",
+    "fit_beta_prior",
+]
+
+
+def info_gain(p: np.ndarray | float) -> np.ndarray:
+    """``InfoGain(p) = p (1 - p)^2``: expected rise of p after one step (peaks at p = 1/3)."""
+    p = np.asarray(p, dtype=np.float64)
+    return p * (1.0 - p) ** 2
+
+
+def prob_nonzero_gradient(n: np.ndarray | int, p: np.ndarray | float) -> np.ndarray:
+    """Probability that ``n`` Bernoulli(p) rewards are not all equal: ``1 - p^n - (1-p)^n``.
+
+    Defined as 0 for ``n <= 1`` (one rollout, or none, never gives a gradient).
+    """
+    n = np.asarray(n, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    out = 1.0 - p**n - (1.0 - p) ** n
+    return np.where(n <= 1, 0.0, np.maximum(out, 0.0))
+
+
+def paper_value(n: np.ndarray | int, p: np.ndarray | float) -> np.ndarray:
+    """``Value(N, p) = ProbNonZeroGradient(N, p) * InfoGain(p)`` (spec section 2)."""
+    return prob_nonzero_gradient(n, p) * info_gain(p)
+
+
+def paper_gain(n: np.ndarray | int, p: np.ndarray | float) -> np.ndarray:
+    """Marginal gain ``Value(n + 1, p) - Value(n, p)`` for ``n >= 1``.
+
+    Equals ``InfoGain(p) * (p^n (1 - p) + (1 - p)^n p)``; positive and strictly
+    decreasing in n for 0 < p < 1, zero for p in {0, 1}.
+    """
+    n = np.asarray(n, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    q = 1.0 - p
+    return info_gain(p) * (p**n * q + q**n * p)
+
+
+def beta_moment(a: np.ndarray, b: np.ndarray, s: np.ndarray | float, t: np.ndarray | float):
+    """``E[p^s (1 - p)^t]`` for ``p ~ Beta(a, b)``: ``B(a + s, b + t) / B(a, b)``."""
+    from scipy.special import betaln
+
+    return np.exp(betaln(a + s, b + t) - betaln(a, b))
+
+
+def bayes_value(n: np.ndarray | int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Posterior expected value ``E[Value(N, p)]`` for ``p ~ Beta(a, b)`` (spec section 5).
+
+    ``E[p(1-p)^2] - E[p^(N+1)(1-p)^2] - E[p(1-p)^(N+2)]``, 0 for ``N <= 1``.
+    """
+    n = np.asarray(n, dtype=np.float64)
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    v = beta_moment(a, b, 1.0, 2.0) - beta_moment(a, b, n + 1.0, 2.0) - beta_moment(a, b, 1.0, n + 2.0)
+    return np.where(n <= 1, 0.0, np.maximum(v, 0.0))
+
+
+def bayes_gain(n: np.ndarray | int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Marginal gain ``E[Value(n + 1)] - E[Value(n)]`` for ``n >= 1``.
+
+    ``E[p^(n+1) (1-p)^3] + E[p^2 (1-p)^(n+2)]``: positive, strictly decreasing in n.
+    """
+    n = np.asarray(n, dtype=np.float64)
+    return beta_moment(a, b, n + 1.0, 3.0) + beta_moment(a, b, 2.0, n + 2.0)
+
+
+def rollouts_needed(p: np.ndarray | float, alpha: float = 0.9, rule: str = "probability"):
+    """Rollouts a prompt "needs" (spec section 3, fallback step), as a float.
+
+    ``probability``: ``ln(1 - alpha) / ln(max(p, 1 - p))`` (non-zero gradient with
+    probability alpha). ``expectation``: ``1 / (p (1 - p)) - 1``. Defined for 0 < p < 1.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if rule == "probability":
+            return np.log(1.0 - alpha) / np.log(np.maximum(p, 1.0 - p))
+        if rule == "expectation":
+            return 1.0 / (p * (1.0 - p)) - 1.0
+    raise ValueError(f"unknown cost rule {rule!r}; expected 'probability' or 'expectation'")
+
+
+def fit_beta_prior(
+    successes: np.ndarray, attempts: np.ndarray, default: tuple[float, float] = (1.0, 1.0)
+) -> tuple[float, float]:
+    """Empirical-Bayes ``Beta(a0, b0)`` prior from per-prompt counts (method of moments).
+
+    Uses prompts with ``attempts > 0``; the variance of the observed rates is
+    corrected for binomial noise. The concentration ``a0 + b0`` is kept in
+    [0.2, 1000] and each parameter >= 0.05 (U-shaped priors are allowed: RL
+    batches are often bimodal). Returns ``default`` (uniform) with fewer than
+    two observed prompts or no spread.
+    """
+    s = np.asarray(successes, dtype=np.float64)
+    n = np.asarray(attempts, dtype=np.float64)
+    seen = n > 0
+    if seen.sum() < 2:
+        return default
+    r = s[seen] / n[seen]
+    inv_n = float(np.mean(1.0 / n[seen]))
+    m = float(np.clip(r.mean(), 1e-3, 1 - 1e-3))
+    var_r = float(r.var())
+    base = m * (1.0 - m)
+    denom = max(1.0 - inv_n, 1e-6)
+    var_p = (var_r - base * inv_n) / denom
+    var_p = float(np.clip(var_p, base / 1001.0, base / 1.2))
+    kappa = float(np.clip(base / var_p - 1.0, 0.2, 1000.0))
+    return max(m * kappa, 0.05), max((1.0 - m) * kappa, 0.05)
