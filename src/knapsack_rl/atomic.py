@@ -25,7 +25,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.tmp.", suffix=path.suffix if suffix is None else suffix,
+        prefix=f".{path.name}.tmp.",
+        suffix=path.suffix if suffix is None else suffix,
         dir=path.parent,
     )
     os.close(fd)

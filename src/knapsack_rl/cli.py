@@ -13,10 +13,26 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 _SUBCOMMANDS = {
-    "allocate": ("knapsack_rl.allocate_cli", "main", "allocate rollouts for a file of prompt statistics"),
-    "simulate": ("knapsack_rl.simulation.cli", "main", "compare allocation strategies in a simulator"),
-    "train": ("knapsack_rl.training.cli", "train_main", "GRPO training with per-prompt rollout budgets"),
-    "demo": ("knapsack_rl.training.cli", "demo_main", "uniform vs knapsack on the built-in task, with a report"),
+    "allocate": (
+        "knapsack_rl.allocate_cli",
+        "main",
+        "allocate rollouts for a file of prompt statistics",
+    ),
+    "simulate": (
+        "knapsack_rl.simulation.cli",
+        "main",
+        "compare allocation strategies in a simulator",
+    ),
+    "train": (
+        "knapsack_rl.training.cli",
+        "train_main",
+        "GRPO training with per-prompt rollout budgets",
+    ),
+    "demo": (
+        "knapsack_rl.training.cli",
+        "demo_main",
+        "uniform vs knapsack on the built-in task, with a report",
+    ),
 }
 
 _USAGE = """usage: knapsack-rl [-h] [--version] {%s} ...

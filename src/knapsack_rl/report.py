@@ -90,8 +90,10 @@ def write_html(path: str | os.PathLike, title: str, blocks: Sequence[tuple[str, 
     ``("html", raw_html)``.
     """
     path = Path(path)
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+    ]
 
     def img(p) -> str:
         rel = os.path.relpath(Path(p), path.parent)
@@ -120,8 +122,12 @@ def write_html(path: str | os.PathLike, title: str, blocks: Sequence[tuple[str, 
 
 
 def plot_allocation(
-    p, rollouts, path: str | os.PathLike, title: str = "Rollouts against success rate",
-    label: str | None = None, uniform: float | None = None,
+    p,
+    rollouts,
+    path: str | os.PathLike,
+    title: str = "Rollouts against success rate",
+    label: str | None = None,
+    uniform: float | None = None,
 ) -> Path:
     """Scatter of rollouts per prompt against success rate, saved as PNG."""
     plt = _mpl()
