@@ -28,6 +28,7 @@ import numpy as np
 
 from knapsack_rl.solvers import solve_concave, solve_concave_costs
 from knapsack_rl.values import (
+    PaperGains,
     bayes_gain,
     bayes_value,
     fit_beta_prior,
@@ -310,9 +311,15 @@ class Allocator:
             vidx = np.flatnonzero(valued)
             take = min(R, vidx.size * (U - L))
             if take > 0:
-                k = solve_concave(
-                    lambda j, i: gain(j, vidx[i]), np.full(vidx.size, U - L, np.int64), take
-                )
+                if method == "bayes":
+                    sub = vidx if vidx.size < m else slice(None)
+                    a_v, b_v = a_post[sub], b_post[sub]
+
+                    def fn(j, i):
+                        return bayes_gain(L + j, a_v[i], b_v[i])
+                else:
+                    fn = PaperGains(rate[vidx], L)
+                k = solve_concave(fn, np.full(vidx.size, U - L, np.int64), take)
                 r[vidx] += k
             left = R - take
             if left > 0:

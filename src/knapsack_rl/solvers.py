@@ -8,23 +8,30 @@ The problem (spec section 2): prompt ``i`` may receive ``k_i`` extra units,
 
 is solved exactly by taking the ``budget`` largest gains overall (concavity
 makes every prompt's chosen set a prefix). We find them by a threshold search:
-bisect a level ``t`` over the float64 bit patterns (at most 64 steps) while
-keeping, per prompt, how many gains are ``>= t`` at the bracket ends; prompts
-whose count is pinned drop out, and once few candidate units remain between
-the bracket ends they are sorted outright. Cost: O(M log U) gain evaluations
-per step on a shrinking active set, memory O(M). Ties are broken by prompt
-index, then unit index, so results are deterministic.
+``S(t)``, the number of units with gain >= t, is non-increasing in t; we keep a
+bracket ``t_lo < t_hi`` with ``S(t_lo) >= budget > S(t_hi)`` together with the
+exact per-prompt counts at both ends (``b`` and ``a``). Every unit with gain
+>= t_hi is taken; the rest of the budget goes to the best units whose gain is
+in ``[t_lo, t_hi)``, which are enumerated and selected outright once few
+remain. The bracket shrinks by secant steps on ``log t`` (``S`` is nearly
+linear in ``log t`` for these values), safeguarded by bisection; on large
+batches the first guess comes from a strided subsample. Each evaluation of
+``S`` is exact: per prompt, a probe at the likely end of ``[a_i, b_i]`` then a
+binary search; prompts whose count is pinned (``a_i = b_i``) drop out. Cost:
+a handful of O(M) passes, memory O(M). Ties are broken by prompt index, then
+unit index, so results are deterministic (and independent of the search path).
 
 With per-unit costs ``cost[i] > 0`` and ``sum_i cost[i] * k_i <= budget``
 (:func:`solve_concave_costs`) the problem is a true knapsack: we return the
-greedy-by-ratio solution completed with every unit that still fits, and the
-LP-relaxation upper bound, so the optimality gap is known.
+greedy-by-ratio solution completed with every candidate unit that still fits,
+and the LP-relaxation upper bound, so the optimality gap is known.
 
 Nothing here knows about prompts, rewards or files.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,88 +42,167 @@ __all__ = ["GainFn", "solve_concave", "solve_concave_costs", "CostSolution"]
 #: ``gain(j, idx) -> gains``: gain of unit ``j[k]`` (0-based) of prompt ``idx[k]``.
 GainFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-_CANDIDATE_FLOOR = 4096
+_CANDIDATE_FLOOR = 2048  # enumerate the bracket's units once at most this many remain
+_SAMPLE_MIN = 32768  # batches at least this large start from a subsample's threshold
+_SAMPLE_SIZE = 8192
 
 
-def _key_to_float(key: int) -> float:
-    return float(np.array([key], dtype=np.int64).view(np.float64)[0])
+def _count(fn: GainFn, t: float, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray, probe_hi: bool):
+    """Per prompt ``idx[k]``: number of leading units with ``fn >= t``, known in ``[lo, hi]``.
 
-
-def _float_to_key(x: float) -> int:
-    return int(np.array([x], dtype=np.float64).view(np.int64)[0])
-
-
-def _count_at_least(gain: GainFn, t: float, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray):
-    """Per prompt in ``idx``: number of leading units with gain >= t, known to be in [lo, hi]."""
+    Probes the likely end first (``hi`` when ``probe_hi``, else ``lo``), then
+    bisects what is left. Needs ``fn`` non-increasing in the unit index.
+    """
     lo = lo.copy()
     hi = hi.copy()
     todo = np.flatnonzero(lo < hi)
+    if todo.size:
+        if probe_hi:
+            h = hi[todo]
+            ok = fn(h - 1, idx[todo]) >= t
+            lo[todo] = np.where(ok, h, lo[todo])
+            hi[todo] = np.where(ok, h, h - 1)
+        else:
+            lt = lo[todo]
+            ok = fn(lt, idx[todo]) >= t
+            lo[todo] = np.where(ok, lt + 1, lt)
+            hi[todo] = np.where(ok, hi[todo], lt)
+        todo = todo[lo[todo] < hi[todo]]
     while todo.size:
-        mid = (lo[todo] + hi[todo] + 1) // 2
-        ok = gain(mid - 1, idx[todo]) >= t
-        lo[todo] = np.where(ok, mid, lo[todo])
-        hi[todo] = np.where(ok, hi[todo], mid - 1)
+        lt, ht = lo[todo], hi[todo]
+        mid = (lt + ht + 1) >> 1
+        ok = fn(mid - 1, idx[todo]) >= t
+        lo[todo] = np.where(ok, mid, lt)
+        hi[todo] = np.where(ok, ht, mid - 1)
         todo = todo[lo[todo] < hi[todo]]
     return lo
 
 
-def _bracket(gain: GainFn, caps: np.ndarray, weights: np.ndarray | None, budget: float):
-    """Bisect the gain level until few units lie between the bracket ends.
+def _sample_guess(fn: GainFn, caps: np.ndarray, w: np.ndarray | None, budget: float):
+    """A threshold close to the answer, from a strided subsample of prompts (or None)."""
+    m = caps.shape[0]
+    step = m // _SAMPLE_SIZE
+    sub = np.arange(0, m, step)
+    sub_caps = caps[sub]
+    ws = None if w is None else w[sub]
+    total = float(sub_caps.sum()) if ws is None else float((ws * sub_caps).sum())
+    sub_budget = budget * sub.size / m
+    if not 0 < sub_budget < total:
+        return None
 
-    Returns per-prompt counts ``a`` (units with gain >= t_hi, all taken) and
-    ``b`` (units with gain >= t_lo) with ``S(a) < budget <= S(b)``, where
-    ``S(k) = sum_i w_i k_i``.
+    def sub_fn(j, i):
+        return fn(j, sub[i])
+
+    t_lo, t_hi, *_ = _bracket(sub_fn, sub_caps, ws, sub_budget, guess=None)
+    if t_lo > 0 and math.isfinite(t_hi):
+        return math.sqrt(t_lo * t_hi)
+    return None
+
+
+def _bracket(fn: GainFn, caps: np.ndarray, w: np.ndarray | None, budget: float, guess="sample"):
+    """Shrink ``[t_lo, t_hi)`` around the budget-th best unit (by ``fn``).
+
+    Returns ``(t_lo, t_hi, a, b, s_a)``: per-prompt counts ``a`` (units with
+    fn >= t_hi, all taken) and ``b`` (units with fn >= t_lo), with
+    ``S(a) = s_a < budget <= S(b)``, ``S(k) = sum_i w_i k_i``, and either
+    ``S(b) - S(a)`` small or ``t_lo, t_hi`` adjacent floats (all candidates tie).
     """
     m = caps.shape[0]
-    w = np.ones(m) if weights is None else weights
-    idx_all = np.arange(m)
+    unit = w is None
     a = np.zeros(m, dtype=np.int64)
-    b = caps.astype(np.int64).copy()
-    pos = np.flatnonzero(caps > 0)
-    g0 = gain(np.zeros(pos.size, dtype=np.int64), pos) if weights is None else (
-        gain(np.zeros(pos.size, dtype=np.int64), pos) / w[pos]
-    )
-    top = float(g0.max()) if g0.size else 0.0
-    lo_key = 0  # t = +0.0: every unit has gain >= 0, so S(b) = S(caps) >= budget
-    hi_key = _float_to_key(top) + 1  # above every gain: S(a) = 0 < budget
-    limit = max(_CANDIDATE_FLOOR, m // 2)
-    sum_a = 0.0
-    while hi_key - lo_key > 1:
-        active = np.flatnonzero(b > a)
-        if int((b[active] - a[active]).sum()) <= limit:
+    b = caps.copy()
+    active = np.flatnonzero(caps > 0)
+    g_first = fn(np.zeros(active.size, dtype=np.int64), active)
+    g_last = fn(caps[active] - 1, active)
+    t_hi = float(np.nextafter(g_first.max(), np.inf))  # S(t_hi) = 0
+    t_lo = float(g_last.min())  # S(t_lo) = everything
+    s_a = 0.0
+    s_b = float(caps.sum()) if unit else float((w * caps).sum())
+    limit = max(_CANDIDATE_FLOOR, m // 8)
+    margin = limit / 4.0
+    if unit:
+        margin = max(margin, 1.0)
+    else:
+        margin *= float(w[active].mean()) if active.size else 1.0
+    guesses = []
+    if guess == "sample" and m >= _SAMPLE_MIN:
+        g = _sample_guess(fn, caps, w, budget)
+        if g is not None:
+            guesses.append(g)
+    lo_set = hi_set = False  # bracket ends found by evaluation (not the initial extremes)
+    step = 0.02 if guesses else 0.0  # log-t step off the subsample's guess until both ends are set
+    side = 0
+    last_width = None
+    slow = 0
+    while True:
+        aa, bb = a[active], b[active]
+        width = float(((bb - aa) if unit else w[active] * (bb - aa)).sum())
+        if width <= limit * (1.0 if unit else float(w[active].mean())):
             break
-        mid_key = (lo_key + hi_key) // 2
-        t = _key_to_float(mid_key)
-        if weights is None:
-            fn = gain
-        else:
-
-            def fn(j, i, _g=gain, _w=w):
-                return _g(j, i) / _w[i]
-
-        c = _count_at_least(fn, t, active, a[active], b[active])
-        s = sum_a + float((w[active] * (c - a[active])).sum())
+        if not t_hi > float(np.nextafter(t_lo, np.inf)):
+            break  # every candidate has gain exactly t_lo
+        slow = slow + 1 if last_width is not None and width > 0.5 * last_width else 0
+        last_width = width
+        t = guesses.pop() if guesses else None
+        if t is None and t_lo > 0 and math.isfinite(t_hi) and slow < 2:
+            side ^= 1  # aim alternately just above and just below the budget
+            target = budget + margin if side else budget - margin
+            target = min(max(target, s_a + 0.05 * (s_b - s_a)), s_a + 0.95 * (s_b - s_a))
+            lt_lo, lt_hi = math.log(t_lo), math.log(t_hi)
+            t = math.exp(lt_lo + (s_b - target) / (s_b - s_a) * (lt_hi - lt_lo))
+        if t is None or not t_lo < t < t_hi:  # bisect (geometric, then arithmetic)
+            t = math.sqrt(t_lo * t_hi) if t_lo > 0 and math.isfinite(t_hi) else 0.5 * t_hi
+            if not t_lo < t < t_hi:
+                t = 0.5 * (t_lo + t_hi)
+            if not t_lo < t < t_hi:
+                t = float(np.nextafter(t_lo, np.inf))
+            slow = 0
+        probe_hi = t_lo > 0 and math.log(t / t_lo) < math.log(t_hi / t)
+        c = _count(fn, t, active, aa, bb, probe_hi)
+        s = s_a + float((c - aa).sum() if unit else (w[active] * (c - aa)).sum())
         if s >= budget:
-            lo_key = mid_key
+            t_lo, s_b, lo_set = t, s, True
             b[active] = c
+            if step and not hi_set:
+                guesses.append(t * math.exp(step))
         else:
-            hi_key = mid_key
+            t_hi, s_a, hi_set = t, s, True
             a[active] = c
-            sum_a = s
-    del idx_all
-    return a, b
+            if step and not lo_set:
+                guesses.append(t * math.exp(-step))
+        step = 2.0 * step if step and step < 1.0 else 0.0
+        active = active[b[active] > a[active]]
+    return t_lo, t_hi, a, b, s_a
 
 
-def _candidates(gain: GainFn, a: np.ndarray, b: np.ndarray, weights: np.ndarray | None):
-    """Units between the bracket ends, sorted best first (ties: prompt, then unit index)."""
-    width = b - a
-    owners = np.repeat(np.arange(a.shape[0]), width)
+def _enumerate(fn: GainFn, a: np.ndarray, b: np.ndarray):
+    """Units strictly after ``a`` up to ``b`` per prompt, in (prompt, unit) order, with keys."""
+    act = np.flatnonzero(b > a)
+    width = b[act] - a[act]
+    owners = np.repeat(act, width)
     starts = np.repeat(np.cumsum(width) - width, width)
-    units = np.arange(owners.size) - starts + a[owners]
-    g = gain(units, owners) if owners.size else np.zeros(0)
-    key = g if weights is None else g / weights[owners]
-    order = np.lexsort((units, owners, -key))
-    return owners[order], g[order]
+    units = np.arange(owners.size, dtype=np.int64) - starts + a[owners]
+    key = fn(units, owners) if owners.size else np.zeros(0)
+    return owners, units, np.asarray(key, dtype=np.float64)
+
+
+def _take_best(key: np.ndarray, need: int) -> np.ndarray:
+    """Positions of the ``need`` largest keys; ties go to the earliest positions."""
+    if need <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if need >= key.size:
+        return np.arange(key.size)
+    v = np.partition(key, key.size - need)[key.size - need]  # the need-th largest
+    above = np.flatnonzero(key > v)
+    at = np.flatnonzero(key == v)[: need - above.size]
+    return np.concatenate([above, at])
+
+
+def _ties_in_order(a: np.ndarray, b: np.ndarray, need: int) -> np.ndarray:
+    """When every candidate ties: the first ``need`` units in (prompt, unit) order."""
+    width = b - a
+    before = np.cumsum(width) - width
+    return a + np.clip(need - before, 0, width)
 
 
 def solve_concave(gain: GainFn, caps: np.ndarray, budget: int) -> np.ndarray:
@@ -129,9 +215,12 @@ def solve_concave(gain: GainFn, caps: np.ndarray, budget: int) -> np.ndarray:
         budget: units to hand out exactly; ``0 <= budget <= caps.sum()``.
 
     Returns:
-        int64 array (M,) of units per prompt summing to ``budget``.
+        int64 array (M,) of units per prompt summing to ``budget``. Among optimal
+        allocations with equal gains, units go to lower prompt indices first.
     """
     caps = np.asarray(caps, dtype=np.int64)
+    if np.any(caps < 0):
+        raise ValueError("caps must be >= 0")
     total = int(caps.sum())
     budget = int(budget)
     if budget < 0 or budget > total:
@@ -140,10 +229,12 @@ def solve_concave(gain: GainFn, caps: np.ndarray, budget: int) -> np.ndarray:
         return np.zeros_like(caps)
     if budget == total:
         return caps.copy()
-    a, b = _bracket(gain, caps, None, budget)
-    need = budget - int(a.sum())
-    owners, _ = _candidates(gain, a, b, None)
-    return a + np.bincount(owners[:need], minlength=caps.shape[0])
+    t_lo, t_hi, a, b, s_a = _bracket(gain, caps, None, budget)
+    need = budget - int(s_a)
+    if int((b - a).sum()) > max(_CANDIDATE_FLOOR, caps.shape[0] // 8):
+        return _ties_in_order(a, b, need)  # all candidates have gain exactly t_lo
+    owners, _, key = _enumerate(gain, a, b)
+    return a + np.bincount(owners[_take_best(key, need)], minlength=caps.shape[0])
 
 
 @dataclass(frozen=True)
@@ -184,26 +275,36 @@ def solve_concave_costs(
     m = caps.shape[0]
     if np.any(cost <= 0) or not np.all(np.isfinite(cost)):
         raise ValueError("costs must be finite and > 0")
+    if budget < 0:
+        raise ValueError(f"budget {budget} must be >= 0")
     full = float((cost * caps).sum())
     if budget >= full:
         units = caps.copy()
         total = _total_gain(gain, units)
         return CostSolution(units, total, total, full)
-    a, b = _bracket(gain, caps, cost, float(budget))
-    owners, g = _candidates(gain, a, b, cost)
+
+    def ratio(j, i):
+        return gain(j, i) / cost[i]
+
+    _, _, a, b, _ = _bracket(ratio, caps, cost, float(budget))
+    owners, units_idx, key = _enumerate(ratio, a, b)
+    order = np.argsort(-key, kind="stable")  # ratio order; ties: prompt, then unit
+    owners = owners[order]
+    g = gain(units_idx[order], owners) if owners.size else np.zeros(0)
     base_cost = float((cost * a).sum())
     c = cost[owners]
     cum = base_cost + np.cumsum(c)
     fit = int(np.searchsorted(cum, budget, side="right"))  # units of the greedy prefix
     units = a + np.bincount(owners[:fit], minlength=m)
     value = _total_gain(gain, a) + float(g[:fit].sum())
-    spent = base_cost + (float(c[:fit].sum()) if fit else 0.0)
+    spent = float(cum[fit - 1]) if fit else base_cost
     bound = value
     if fit < owners.size:
         bound += float(g[fit]) * (budget - spent) / float(c[fit])
     # Fill: later candidates that still fit (same prompt has same cost, so a
     # skipped unit's successors are skipped too: chosen sets stay prefixes).
     blocked = np.zeros(m, dtype=bool)
+    cmin = float(cost.min())
     for k in range(fit, owners.size):
         i = owners[k]
         if blocked[i]:
@@ -214,7 +315,7 @@ def solve_concave_costs(
             value += float(g[k])
         else:
             blocked[i] = True
-        if spent >= budget or budget - spent < cost.min():
+        if budget - spent < cmin:
             break
     return CostSolution(units, value, max(bound, value), spent)
 

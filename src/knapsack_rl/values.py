@@ -17,6 +17,7 @@ __all__ = [
     "prob_nonzero_gradient",
     "paper_value",
     "paper_gain",
+    "PaperGains",
     "beta_moment",
     "bayes_value",
     "bayes_gain",
@@ -57,6 +58,37 @@ def paper_gain(n: np.ndarray | int, p: np.ndarray | float) -> np.ndarray:
     p = np.asarray(p, dtype=np.float64)
     q = 1.0 - p
     return info_gain(p) * (p**n * q + q**n * p)
+
+
+class PaperGains:
+    """Marginal paper gains for fixed rates, in the solvers' ``gain(j, idx)`` form.
+
+    ``gains(j, idx) == paper_gain(offset + j, p[idx])`` up to rounding, computed as
+    ``IG q exp(n ln p) + IG p exp(n ln q)`` with the logs precomputed (faster than
+    ``**``, and still non-increasing in ``j``).
+
+    Args:
+        p: success rates, shape (M,).
+        offset: rollouts already given before unit ``j = 0`` (>= 1).
+    """
+
+    def __init__(self, p: np.ndarray, offset: int) -> None:
+        p = np.asarray(p, dtype=np.float64)
+        q = 1.0 - p
+        ig = info_gain(p)
+        with np.errstate(divide="ignore"):
+            self.log_p = np.log(p)
+            self.log_q = np.log(q)
+        self.c_p = ig * q
+        self.c_q = ig * p
+        self.offset = int(offset)
+
+    def __call__(self, j: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        n = np.asarray(j, dtype=np.float64) + self.offset
+        out = np.exp(n * self.log_p[idx])
+        out *= self.c_p[idx]
+        out += self.c_q[idx] * np.exp(n * self.log_q[idx])
+        return out
 
 
 def beta_moment(a: np.ndarray, b: np.ndarray, s: np.ndarray | float, t: np.ndarray | float):
