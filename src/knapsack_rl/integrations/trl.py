@@ -1,0 +1,523 @@
+"""Per-prompt rollout budgets inside TRL's ``GRPOTrainer``.
+
+Stock ``GRPOTrainer`` gives every prompt ``num_generations`` completions.
+:class:`KnapsackGRPOTrainer` keeps TRL's data flow (sampler, generation, reward
+functions, loss, logging, checkpoints) and changes one thing: at every
+generation step it allocates the step's rollouts across the step's prompts
+with a knapsack-rl method, so prompts get different numbers of completions
+(e.g. 2 for a prompt the policy always solves, 20 for one it solves 1 time in
+10), and it computes GRPO advantages per prompt group of any size.
+
+How it fits TRL (``trl>=1.16,<1.17``):
+
+1. TRL's ``RepeatSampler`` hands each generation step ``M`` prompts, each
+   repeated ``k = rollouts_per_prompt`` times (``M * k = generation_batch_size``
+   rows over all processes).
+2. The trainer gathers those rows, asks its tracker for each prompt's success
+   estimate, allocates ``N_i`` rollouts with ``sum_i N_i = M * k`` and
+   ``min_rollouts <= N_i <= max_rollouts``, and rebuilds the rows as prompt
+   ``i`` repeated ``N_i`` times. Each process keeps its usual slice, so the
+   number of completions per process, the micro-batches, gradient accumulation
+   and multi-process sharding are exactly what TRL expects. A group may span
+   micro-batches and processes: advantages are computed on the gathered
+   rewards before the batch is split, as TRL does.
+3. TRL generates and scores; the trainer then replaces the advantages with
+   per-group ones (TRL's formula, any group size, optional clipping), updates
+   the tracker with the rewards and logs ``effective_gradient_ratio`` and
+   ``rollouts_per_prompt/min|mean|max`` beside TRL's metrics
+   (``frac_reward_zero_std`` is recomputed over the real groups).
+4. The tracker is saved into each checkpoint (``knapsack_tracker.npz``) and
+   restored by ``train(resume_from_checkpoint=...)``.
+
+Evaluation is TRL's, unchanged (``num_generations_eval`` per prompt).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from knapsack_rl.allocation import METHODS, Allocation, Allocator
+from knapsack_rl.metrics import allocation_stats, effective_gradient_ratio, frac_reward_zero_std
+from knapsack_rl.trackers import TRACKERS, Tracker, load_tracker, make_tracker
+
+SUPPORTED_TRL = (">=1.16", "<1.17")
+"""The TRL release line this module was written against and tested with."""
+
+TRACKER_FILE = "knapsack_tracker.npz"
+"""Name of the tracker state file inside each TRL checkpoint folder."""
+
+
+def _check_trl_version(version: str) -> None:
+    """Raise ImportError unless ``version`` is in :data:`SUPPORTED_TRL`."""
+    from packaging.version import Version
+
+    v = Version(Version(version).base_version)
+    if not Version("1.16") <= v < Version("1.17"):
+        raise ImportError(
+            f"knapsack_rl.integrations.trl supports trl>=1.16,<1.17 but trl {version} is installed; "
+            "install a supported release with: pip install 'trl>=1.16,<1.17' "
+            "(or pip install 'knapsack-rl[trl]')"
+        )
+
+
+try:
+    import trl as _trl
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "knapsack_rl.integrations.trl needs TRL; install it with: pip install 'knapsack-rl[trl]'"
+    ) from e
+_check_trl_version(_trl.__version__)
+
+import torch  # noqa: E402
+from accelerate.utils import broadcast_object_list, gather_object  # noqa: E402
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR  # noqa: E402
+from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+from trl.trainer.utils import nanstd  # noqa: E402
+
+__all__ = [
+    "KnapsackGRPOConfig",
+    "KnapsackGRPOTrainer",
+    "grouped_advantages",
+    "SUPPORTED_TRL",
+    "TRACKER_FILE",
+]
+
+
+def _as_dict(value, name: str) -> dict:
+    """A dict option given as a dict, a JSON string (from the command line) or None."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{name}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a dict (or a JSON object string), got {value!r}")
+    return dict(value)
+
+
+@dataclass
+class KnapsackGRPOConfig(GRPOConfig):
+    """``trl.GRPOConfig`` plus the per-prompt allocation settings.
+
+    Every generation step spends ``generation_batch_size`` rollouts (as in
+    TRL) on ``generation_batch_size // rollouts_per_prompt`` prompts, split
+    among them by ``allocation_method``.
+
+    Attributes:
+        allocation_method: ``knapsack`` (exact optimum of the paper's value),
+            ``paper`` (the reference procedure), ``bayes`` (posterior expected
+            value) or ``uniform`` (every prompt gets ``rollouts_per_prompt``:
+            stock GRPO).
+        rollouts_per_prompt: average rollouts per prompt, i.e. the per-prompt
+            budget; None means ``num_generations``. It sets how many prompts a
+            generation step draws; ``generation_batch_size`` must be a multiple.
+        min_rollouts, max_rollouts: bounds on each prompt's rollouts in a step
+            (``paper`` may exceed the max with its round-robin leftovers).
+        tracker: success-rate tracker: ``beta`` (discounted Beta posterior with
+            an empirical-Bayes prior: useful from step 1), ``window`` or
+            ``paper`` (the reference estimator; uniform until prompts are seen).
+        tracker_kwargs: extra arguments of the tracker (e.g.
+            ``{"discount": 0.8}``); a dict or a JSON string.
+        allocator_kwargs: extra ``knapsack_rl.Allocator`` settings (``alpha``,
+            ``cost_rule``, ``negative_n``, ``positive_n``, ``prior``).
+        success_threshold: a rollout counts as a success for the tracker when
+            its reward is ``>= success_threshold``.
+        success_reward: name of the reward function whose value decides
+            success (e.g. the correctness reward when a format reward is also
+            used); None uses the weighted sum of all reward functions.
+        advantage_clip: clip advantages to ``[-clip, clip]`` (the paper uses 5:
+            a lone success in a group of 93 would otherwise get ~9.6); None
+            disables it. Groups of up to 26 rollouts never reach 5, so with
+            ``num_generations <= 26`` clipping never changes uniform GRPO.
+        prompt_id_column: dataset column that names each prompt for the
+            tracker. None uses the ``id`` column when the dataset has one, else
+            a hash of the prompt.
+    """
+
+    allocation_method: str = field(
+        default="knapsack",
+        metadata={"help": "Allocation method: knapsack, paper, bayes or uniform."},
+    )
+    rollouts_per_prompt: int | None = field(
+        default=None,
+        metadata={"help": "Average rollouts per prompt (budget); None means num_generations."},
+    )
+    min_rollouts: int = field(
+        default=2, metadata={"help": "Fewest rollouts of a prompt in a step."}
+    )
+    max_rollouts: int = field(
+        default=128, metadata={"help": "Most rollouts of a prompt in a step."}
+    )
+    tracker: str = field(
+        default="beta", metadata={"help": "Success-rate tracker: beta, window or paper."}
+    )
+    tracker_kwargs: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Extra tracker arguments (dict or JSON string)."}
+    )
+    allocator_kwargs: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Extra Allocator settings (dict or JSON string)."}
+    )
+    success_threshold: float = field(
+        default=0.5, metadata={"help": "Reward at or above which a rollout is a success."}
+    )
+    success_reward: str | None = field(
+        default=None,
+        metadata={"help": "Reward function deciding success; None: weighted sum of all."},
+    )
+    advantage_clip: float | None = field(
+        default=5.0, metadata={"help": "Clip advantages to [-clip, clip]; None: no clipping."}
+    )
+    prompt_id_column: str | None = field(
+        default=None,
+        metadata={"help": "Column naming each prompt; None: 'id' if present, else a prompt hash."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.tracker_kwargs = _as_dict(self.tracker_kwargs, "tracker_kwargs")
+        self.allocator_kwargs = _as_dict(self.allocator_kwargs, "allocator_kwargs")
+        if self.allocation_method not in METHODS:
+            raise ValueError(
+                f"allocation_method: unknown {self.allocation_method!r}; "
+                f"expected one of {', '.join(METHODS)}"
+            )
+        if self.tracker not in TRACKERS:
+            raise ValueError(
+                f"tracker: unknown {self.tracker!r}; expected one of {', '.join(TRACKERS)}"
+            )
+        k = self.num_generations if self.rollouts_per_prompt is None else self.rollouts_per_prompt
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"rollouts_per_prompt must be a positive integer, got {k!r}")
+        self.rollouts_per_prompt = k
+        if self.generation_batch_size % k != 0:
+            raise ValueError(
+                f"generation_batch_size ({self.generation_batch_size} = per_device_train_batch_size "
+                f"{self.per_device_train_batch_size} x processes {self.world_size} x "
+                f"steps_per_generation {self.steps_per_generation}) must be a multiple of "
+                f"rollouts_per_prompt ({k}): each generation step draws "
+                f"generation_batch_size / rollouts_per_prompt prompts"
+            )
+        if not 1 <= self.min_rollouts <= k <= self.max_rollouts:
+            raise ValueError(
+                f"the per-prompt budget cannot be met: need 1 <= min_rollouts ({self.min_rollouts}) "
+                f"<= rollouts_per_prompt ({k}) <= max_rollouts ({self.max_rollouts})"
+            )
+        if self.advantage_clip is not None and not self.advantage_clip > 0:
+            raise ValueError(f"advantage_clip must be > 0 or None, got {self.advantage_clip}")
+        # build both once so a bad setting fails here, not at the first generation step
+        self.make_allocator()
+        self.make_tracker()
+
+    def make_allocator(self) -> Allocator:
+        """The :class:`knapsack_rl.Allocator` these settings describe."""
+        kwargs = dict(self.allocator_kwargs or {})
+        if kwargs.get("prior") is not None:
+            kwargs["prior"] = tuple(kwargs["prior"])
+        try:
+            return Allocator(
+                method=self.allocation_method,
+                min_rollouts=self.min_rollouts,
+                max_rollouts=self.max_rollouts,
+                per_prompt=self.rollouts_per_prompt,
+                **kwargs,
+            )
+        except TypeError as e:
+            raise ValueError(f"allocator_kwargs: {e}") from None
+
+    def make_tracker(self) -> Tracker:
+        """A fresh tracker of kind ``tracker`` (threshold: ``success_threshold``)."""
+        kwargs = {"threshold": self.success_threshold, **(self.tracker_kwargs or {})}
+        if self.tracker == "beta" and kwargs.get("prior") is not None:
+            kwargs["prior"] = tuple(kwargs["prior"])
+        try:
+            return make_tracker(self.tracker, **kwargs)
+        except TypeError as e:
+            raise ValueError(f"tracker_kwargs for tracker {self.tracker!r}: {e}") from None
+
+
+def grouped_advantages(
+    rewards_per_func: torch.Tensor,
+    reward_weights: torch.Tensor,
+    group_sizes,
+    *,
+    scale_rewards: str = "group",
+    multi_objective_aggregation: str = "sum_then_normalize",
+    clip: float | None = None,
+) -> torch.Tensor:
+    """TRL 1.16's GRPO advantages for consecutive groups of any size.
+
+    Reproduces ``GRPOTrainer._generate_and_score_completions`` (both
+    ``multi_objective_aggregation`` modes, ``scale_rewards`` in ``group`` /
+    ``batch`` / ``none``, NaN for unscorable rows) with the fixed
+    ``view(-1, num_generations)`` replaced by ``group_sizes``. A group of one
+    rollout gets advantage 0. Then clips to ``[-clip, clip]`` if ``clip``.
+
+    Args:
+        rewards_per_func: (N, F) rewards of each of the N rollouts per reward
+            function (NaN where a function gave None), groups consecutive.
+        reward_weights: (F,) weights of the reward functions.
+        group_sizes: (G,) ints summing to N.
+    Returns:
+        (N,) float tensor of advantages.
+    """
+    sizes = [int(s) for s in np.asarray(group_sizes).reshape(-1)]
+    n = rewards_per_func.shape[0]
+    if sum(sizes) != n or min(sizes, default=1) < 1:
+        raise ValueError(f"group sizes {sizes} do not split {n} rollouts into non-empty groups")
+    w = reward_weights.to(rewards_per_func.device).unsqueeze(0)
+    unscorable = torch.isnan(rewards_per_func).all(dim=1)
+
+    if multi_objective_aggregation == "sum_then_normalize":
+        rewards = (rewards_per_func * w).nansum(dim=1)
+        rewards[unscorable] = torch.nan
+        means, stds = [], []
+        for g in torch.split(rewards, sizes):
+            means.append(torch.nanmean(g).expand_as(g))
+            stds.append(nanstd(g).expand_as(g) if g.numel() > 1 else torch.zeros_like(g))
+        mean = torch.cat(means)
+        if scale_rewards in ("group", "none"):
+            std = torch.cat(stds)
+        elif scale_rewards == "batch":
+            std = nanstd(rewards).expand_as(rewards) if n > 1 else torch.zeros_like(rewards)
+        else:
+            raise ValueError(
+                f"scale_rewards must be 'group', 'batch' or 'none', got {scale_rewards!r}"
+            )
+        advantages = rewards - mean
+        if scale_rewards != "none":
+            advantages = advantages / (std + 1e-4)
+    elif multi_objective_aggregation == "normalize_then_sum":
+        parts = []
+        for g in torch.split(rewards_per_func, sizes):
+            mean_k = torch.nanmean(g, dim=0, keepdim=True)
+            std_k = nanstd(g, dim=0, keepdim=True) if g.shape[0] > 1 else torch.zeros_like(mean_k)
+            parts.append((g - mean_k) / (std_k + 1e-4))
+        rewards = (torch.cat(parts) * w).nansum(dim=1)
+        rewards[unscorable] = torch.nan
+        std = nanstd(rewards).expand_as(rewards) if n > 1 else torch.zeros_like(rewards)
+        advantages = (rewards - torch.nanmean(rewards)) / (std + 1e-4)
+    else:
+        raise ValueError(
+            f"multi_objective_aggregation must be 'sum_then_normalize' or 'normalize_then_sum', "
+            f"got {multi_objective_aggregation!r}"
+        )
+    advantages = torch.nan_to_num(advantages, nan=0.0)
+    if clip is not None:
+        advantages = advantages.clamp(-clip, clip)
+    return advantages
+
+
+def _ensure_capacity(tracker: Tracker) -> None:
+    # Work around trackers whose stats() fail while they have seen no prompt at all
+    # (their arrays still have size 0): give them their first, empty, block of rows.
+    if getattr(tracker, "_size", 1) == 0:
+        tracker._grow(64)
+        tracker._size = 64
+
+
+def _hash_prompt(prompt) -> str:
+    text = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+class KnapsackGRPOTrainer(GRPOTrainer):
+    """``trl.GRPOTrainer`` with a per-prompt rollout budget chosen at every generation step.
+
+    Takes the same arguments as ``GRPOTrainer``; ``args`` must be a
+    :class:`KnapsackGRPOConfig` (None builds a default one).
+
+    Attributes:
+        allocator: the :class:`knapsack_rl.Allocator` in use.
+        tracker: the per-prompt success tracker (saved with checkpoints).
+        rollouts_per_prompt: the average rollouts per prompt (budget).
+        allocation_history: the last 1000 training allocations, each
+            ``{"step", "prompt_ids", "rollouts"}`` (``rollouts`` int64 (M,)).
+        last_allocation: the :class:`knapsack_rl.Allocation` of the last
+            training generation step (main process; None on others).
+    """
+
+    def __init__(self, model, reward_funcs=None, args: KnapsackGRPOConfig | None = None, *a, **kw):
+        if args is None:
+            name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "")
+            args = KnapsackGRPOConfig(f"{(name or 'model').split('/')[-1]}-KnapsackGRPO")
+        if not isinstance(args, KnapsackGRPOConfig):
+            raise TypeError(
+                f"KnapsackGRPOTrainer needs args=KnapsackGRPOConfig(...), got {type(args).__name__}; "
+                "KnapsackGRPOConfig takes every GRPOConfig argument plus the allocation settings"
+            )
+        super().__init__(model, reward_funcs, args, *a, **kw)
+        self.rollouts_per_prompt = int(args.rollouts_per_prompt)
+        self.allocator = args.make_allocator()
+        self.tracker = args.make_tracker()
+        if args.success_reward is not None and args.success_reward not in self.reward_func_names:
+            raise ValueError(
+                f"success_reward {args.success_reward!r} is not one of the reward functions "
+                f"{self.reward_func_names}"
+            )
+        self.allocation_history: deque = deque(maxlen=1000)
+        self.last_allocation: Allocation | None = None
+        self._knapsack_rewards: torch.Tensor | None = None
+
+    # ------------------------------------------------------------- sampling
+    def get_train_dataloader(self):
+        """TRL's loader, with prompts repeated ``rollouts_per_prompt`` times per step."""
+        saved = self.num_generations
+        self.num_generations = self.rollouts_per_prompt  # read by TRL's sampler / stream repeat
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.num_generations = saved
+
+    # ------------------------------------------------------------ allocation
+    def prompt_id(self, row: dict):
+        """Tracker id of a dataset row: its ``prompt_id_column``, ``id``, or a prompt hash."""
+        col = self.args.prompt_id_column
+        if col is not None:
+            if col not in row:
+                raise KeyError(
+                    f"prompt_id_column {col!r} is not a column of the training rows "
+                    f"(columns: {sorted(row)}); with remove_unused_columns=True only 'prompt' is kept"
+                )
+            pid = row[col]
+        elif "id" in row:
+            pid = row["id"]
+        else:
+            return _hash_prompt(row.get("prompt"))
+        if isinstance(pid, (bool, np.bool_)) or not isinstance(
+            pid, (str, int, np.integer, np.str_)
+        ):
+            return str(pid)
+        return pid.item() if isinstance(pid, np.generic) else pid
+
+    def allocate_rollouts(self, prompt_ids: list) -> Allocation:
+        """Allocate ``len(prompt_ids) * rollouts_per_prompt`` rollouts from the tracker's estimates."""
+        _ensure_capacity(self.tracker)
+        inputs = self.tracker.allocation_inputs(prompt_ids, self.allocator.method)
+        return self.allocator.allocate(**inputs, per_prompt=self.rollouts_per_prompt)
+
+    def _generate_single_turn(
+        self, prompt_ids, images, multimodal_fields, num_generations, *a, **kw
+    ):
+        if self.model.training:
+            # Rows are already repeated per allocation; vLLM server mode must not dedupe them
+            # by a fixed stride (it would take prompts[::num_generations] and sample n each).
+            num_generations = 1
+        return super()._generate_single_turn(
+            prompt_ids, images, multimodal_fields, num_generations, *a, **kw
+        )
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        out = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._knapsack_rewards = out  # (N, F), gathered over processes
+        return out
+
+    def _generate_and_score_completions(self, inputs):
+        if not self.model.training:
+            return super()._generate_and_score_completions(inputs)
+        acc = self.accelerator
+        n_local = len(inputs)
+        rows = gather_object(list(inputs)) if acc.num_processes > 1 else list(inputs)
+        k = self.rollouts_per_prompt
+        if len(rows) % k:
+            raise RuntimeError(f"generation batch of {len(rows)} rows is not a multiple of {k}")
+        ids = [self.prompt_id(r) for r in rows]
+        prompt_ids = ids[::k]
+        for g, pid in enumerate(prompt_ids):
+            if any(x != pid for x in ids[g * k : (g + 1) * k]):
+                raise RuntimeError(
+                    f"rows {g * k}..{(g + 1) * k - 1} of the generation batch are not {k} copies of one "
+                    "prompt; KnapsackGRPOTrainer needs TRL's RepeatSampler order (custom samplers or "
+                    "datasets that change rows between processes are not supported)"
+                )
+        payload = [None]
+        if acc.is_main_process:
+            self.last_allocation = self.allocate_rollouts(prompt_ids)
+            payload = [self.last_allocation.rollouts.tolist()]
+        if acc.num_processes > 1:
+            broadcast_object_list(payload, from_process=0)
+        rollouts = np.asarray(payload[0], dtype=np.int64)
+        if int(rollouts.sum()) != len(rows):
+            raise RuntimeError(f"allocation spends {rollouts.sum()} rollouts, expected {len(rows)}")
+        group = np.repeat(np.arange(len(prompt_ids)), rollouts)
+        start = acc.process_index * n_local
+        local = [dict(rows[int(g) * k]) for g in group[start : start + n_local]]
+
+        self._knapsack_rewards = None
+        output = super()._generate_and_score_completions(local)
+        rpf = self._knapsack_rewards
+        weights = self.reward_weights.to(rpf.device)
+        adv = grouped_advantages(
+            rpf,
+            weights,
+            rollouts,
+            scale_rewards=self.scale_rewards,
+            multi_objective_aggregation=self.multi_objective_aggregation,
+            clip=self.args.advantage_clip,
+        )
+        output["advantages"] = adv[start : start + n_local].to(output["advantages"])
+        self._logs["advantages"].clear()
+        self._logs["advantages"].extend(adv.tolist())
+
+        # tracker update and metrics, on the gathered rewards (identical on every process)
+        if self.args.success_reward is not None:
+            r = rpf[:, self.reward_func_names.index(self.args.success_reward)]
+        else:
+            r = (rpf * weights.unsqueeze(0)).nansum(dim=1)
+            r[torch.isnan(rpf).all(dim=1)] = torch.nan
+        r = r.detach().float().cpu().numpy()
+        ok = np.isfinite(r)
+        self.tracker.update([prompt_ids[g] for g in group[ok]], r[ok])
+
+        total = (rpf * weights.unsqueeze(0)).nansum(dim=1)
+        scored = ~torch.isnan(rpf).all(dim=1)
+        total, keep = total[scored].float().cpu().numpy(), scored.cpu().numpy()
+        metrics = self._metrics["train"]
+        if metrics["frac_reward_zero_std"]:
+            metrics["frac_reward_zero_std"][-1] = frac_reward_zero_std(group[keep], total)
+        metrics["effective_gradient_ratio"].append(effective_gradient_ratio(group[keep], total))
+        for key, value in allocation_stats(rollouts).items():
+            if key.startswith("rollouts_per_prompt/"):
+                metrics[key].append(value)
+        self.allocation_history.append(
+            {
+                "step": int(self.state.global_step),
+                "prompt_ids": list(prompt_ids),
+                "rollouts": rollouts,
+            }
+        )
+        return output
+
+    # ---------------------------------------------------------- checkpoints
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            path = os.path.join(self._get_output_dir(trial=trial), folder, TRACKER_FILE)
+            self.tracker.save(path)  # atomic
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(checkpoint, TRACKER_FILE)
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"{path}: no tracker state in this checkpoint (was it written by GRPOTrainer rather "
+                "than KnapsackGRPOTrainer?); resuming would restart every prompt's estimate"
+            )
+        tracker = load_tracker(path)
+        if tracker.kind != self.tracker.kind:
+            raise ValueError(
+                f"{path}: checkpoint has a {tracker.kind!r} tracker but the config asks for "
+                f"tracker={self.tracker.kind!r}"
+            )
+        self.tracker = tracker

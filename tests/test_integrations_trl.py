@@ -1,0 +1,318 @@
+"""Tests of knapsack_rl.integrations.trl on a tiny offline model (CPU, no downloads)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trl")
+torch = pytest.importorskip("torch")
+
+from datasets import Dataset  # noqa: E402
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
+from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+
+from knapsack_rl.integrations.trl import (  # noqa: E402
+    TRACKER_FILE,
+    KnapsackGRPOConfig,
+    KnapsackGRPOTrainer,
+    _check_trl_version,
+    grouped_advantages,
+)
+from knapsack_rl.trackers import load_tracker  # noqa: E402
+
+torch.set_num_threads(1)
+CHARS = "0123456789+-*= "
+
+
+def make_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2}
+    for c in CHARS:
+        vocab[c] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
+
+
+def make_model(seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=3 + len(CHARS),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+    )
+    return LlamaForCausalLM(cfg)
+
+
+def make_dataset(n: int) -> Dataset:
+    return Dataset.from_dict(
+        {"prompt": [f"{i}+{i}=" for i in range(n)], "id": [f"p{i}" for i in range(n)]}
+    )
+
+
+class Recorder:
+    """Reward: parity of the number of digits (varied, deterministic); records ids and rewards."""
+
+    __name__ = "digit_parity"
+
+    def __init__(self):
+        self.ids: list = []
+        self.rewards: list = []
+
+    def __call__(self, prompts, completions, id, **kwargs):
+        out = [float(sum(ch.isdigit() for ch in c) % 2) for c in completions]
+        self.ids.extend(id)
+        self.rewards.extend(out)
+        return out
+
+
+COMMON = dict(
+    max_completion_length=6,
+    report_to=[],
+    use_cpu=True,
+    save_strategy="no",
+    learning_rate=1e-2,
+    disable_tqdm=True,
+    logging_steps=1,
+    seed=0,
+)
+
+
+def knapsack_args(tmp_path, **kw) -> KnapsackGRPOConfig:
+    return KnapsackGRPOConfig(output_dir=str(tmp_path / "run"), **{**COMMON, **kw})
+
+
+def test_version_check():
+    _check_trl_version("1.16.0")
+    _check_trl_version("1.16.3.dev0")
+    for bad in ("1.15.2", "1.17.0", "2.0.0"):
+        with pytest.raises(ImportError, match=r"trl>=1.16,<1.17"):
+            _check_trl_version(bad)
+
+
+def test_uniform_equals_stock_grpo(tmp_path):
+    """uniform with rollouts_per_prompt == num_generations: same advantages and loss as TRL."""
+    tok, ds = make_tokenizer(), make_dataset(4)
+    kw = dict(per_device_train_batch_size=8, num_generations=4, max_steps=1)
+    stock = GRPOTrainer(
+        model=make_model(),
+        reward_funcs=Recorder(),
+        args=GRPOConfig(output_dir=str(tmp_path / "stock"), **COMMON, **kw),
+        train_dataset=ds,
+        processing_class=tok,
+    )
+    ours = KnapsackGRPOTrainer(
+        model=make_model(),
+        reward_funcs=Recorder(),
+        args=knapsack_args(tmp_path, allocation_method="uniform", rollouts_per_prompt=4, **kw),
+        train_dataset=ds,
+        processing_class=tok,
+    )
+    batch = [ds[i] for i in (0, 0, 0, 0, 1, 1, 1, 1)]  # what TRL's RepeatSampler hands over
+    outs = []
+    for tr in (stock, ours):
+        tr.model.train()
+        tr.current_gradient_accumulation_steps = 1  # set by the training loop otherwise
+        torch.manual_seed(123)
+        out = tr._generate_and_score_completions([dict(r) for r in batch])
+        loss = tr.compute_loss(tr.model, out)
+        outs.append((out, loss))
+    (a, la), (b, lb) = outs
+    assert torch.equal(a["completion_ids"], b["completion_ids"])  # same generations
+    adv = a["advantages"]
+    assert (adv != 0).any(), "fixed batch should have a group with mixed rewards"
+    torch.testing.assert_close(b["advantages"], adv, rtol=0, atol=1e-6)
+    torch.testing.assert_close(lb, la, rtol=1e-6, atol=1e-7)
+    assert ours.allocation_history[-1]["rollouts"].tolist() == [4, 4]
+
+
+def hand_advantages(rewards, sizes, clip=5.0):
+    out, i = [], 0
+    for n in sizes:
+        g = np.asarray(rewards[i : i + n], dtype=np.float64)
+        i += n
+        if n < 2 or g.max() == g.min():
+            out.extend([0.0] * n)
+            continue
+        out.extend(np.clip((g - g.mean()) / (g.std(ddof=1) + 1e-4), -clip, clip))
+    return np.asarray(out)
+
+
+def test_knapsack_group_sizes_and_advantages(tmp_path):
+    tok, ds = make_tokenizer(), make_dataset(4)
+    rec = Recorder()
+    tr = KnapsackGRPOTrainer(
+        model=make_model(),
+        reward_funcs=rec,
+        args=knapsack_args(
+            tmp_path,
+            per_device_train_batch_size=16,
+            num_generations=4,
+            max_steps=2,
+            allocation_method="knapsack",
+            min_rollouts=2,
+            max_rollouts=10,
+            tracker="window",
+            tracker_kwargs={"min_observations": 1},
+        ),
+        train_dataset=ds,
+        processing_class=tok,
+    )
+    # prior evidence: p0 = 0.5, p1 = 0.1, p2 = 1, p3 = 0
+    ev = {"p0": [1, 0] * 5, "p1": [1] + [0] * 9, "p2": [1] * 10, "p3": [0] * 10}
+    tr.tracker.update([k for k, v in ev.items() for _ in v], [x for v in ev.values() for x in v])
+    expected = tr.allocate_rollouts(["p0", "p1", "p2", "p3"]).rollouts
+    assert expected.sum() == 16 and len(set(expected.tolist())) > 1
+
+    batch = [ds[i] for i in range(4) for _ in range(4)]
+    tr.model.train()
+    torch.manual_seed(0)
+    out = tr._generate_and_score_completions(batch)
+    counts = [rec.ids.count(f"p{i}") for i in range(4)]
+    assert counts == expected.tolist()
+    assert rec.ids == [f"p{i}" for i in range(4) for _ in range(expected[i])]  # contiguous groups
+    assert out["completion_ids"].shape[0] == 16
+    want = hand_advantages(rec.rewards, expected)
+    np.testing.assert_allclose(out["advantages"].numpy(), want, atol=1e-5)
+    assert tr._metrics["train"]["rollouts_per_prompt/max"][-1] == expected.max()
+    sizes = np.asarray(expected)
+    mixed = [np.ptp(g) > 0 for g in np.split(np.asarray(rec.rewards), np.cumsum(sizes)[:-1])]
+    egr = sizes[np.asarray(mixed)].sum() / sizes.sum()
+    assert tr._metrics["train"]["effective_gradient_ratio"][-1] == pytest.approx(egr)
+    # the tracker took this step's rewards
+    assert tr.tracker.stats(["p2"]).attempts[0] == min(32, 10 + expected[2])
+
+    # a few training steps end to end
+    tr.train()
+    assert tr.state.global_step == 2
+    hist = list(tr.allocation_history)[-2:]
+    assert all(h["rollouts"].sum() == 16 for h in hist)
+    assert any(len(set(h["rollouts"].tolist())) > 1 for h in hist)
+    assert all(np.isfinite(x["loss"]) for x in tr.state.log_history if "loss" in x)
+
+
+def test_grouped_advantages_normalize_then_sum_matches_trl_layout():
+    torch.manual_seed(0)
+    rpf = torch.randint(0, 2, (12, 2)).float()
+    w = torch.tensor([1.0, 0.5])
+    ours = grouped_advantages(rpf, w, [4, 4, 4], multi_objective_aggregation="normalize_then_sum")
+    # TRL's formula with view(-1, 4)
+    from trl.trainer.utils import nanstd
+
+    g = rpf.view(-1, 4, 2)
+    rk = ((g - g.nanmean(1, keepdim=True)) / (nanstd(g, dim=1, keepdim=True) + 1e-4)).view(-1, 2)
+    r = (rk * w).nansum(1)
+    ref = torch.nan_to_num((r - r.nanmean()) / (nanstd(r) + 1e-4))
+    torch.testing.assert_close(ours, ref)
+    lone = grouped_advantages(torch.tensor([[1.0], [0.0], [1.0]]), torch.ones(1), [1, 2])
+    assert lone[0] == 0 and lone[1] < 0 < lone[2]
+
+
+def test_checkpoint_resume_restores_tracker(tmp_path):
+    tok, ds = make_tokenizer(), make_dataset(8)  # 2 prompts a step: resume mid-epoch, same prompts
+    kw = dict(
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_steps=3,
+        save_strategy="steps",
+        save_steps=2,
+        allocation_method="knapsack",
+        max_rollouts=6,
+        tracker="window",
+        tracker_kwargs={"min_observations": 1},
+    )
+    ids = [f"p{i}" for i in range(8)]
+
+    def trainer(evidence):
+        tr = KnapsackGRPOTrainer(
+            model=make_model(),
+            reward_funcs=Recorder(),
+            args=knapsack_args(tmp_path, **kw),
+            train_dataset=ds,
+            processing_class=tok,
+        )
+        tr.tracker.update([i for i in ids for _ in range(10)], np.concatenate(evidence))
+        return tr
+
+    rng = np.random.default_rng(0)
+    a = trainer([(rng.random(10) < q).astype(float) for q in np.linspace(0.05, 0.95, 8)])
+    a.train()
+    ckpt = tmp_path / "run" / "checkpoint-2"
+    saved = load_tracker(ckpt / TRACKER_FILE)
+
+    b = trainer([np.zeros(10)] * 8)  # different evidence: only the checkpoint can make b match a
+    seen = []
+    orig = b.allocate_rollouts
+
+    def spy(prompt_ids):
+        if not seen:  # tracker state at the first generation after resuming
+            seen.append(b.tracker.state_dict())
+        return orig(prompt_ids)
+
+    b.allocate_rollouts = spy
+    b.train(resume_from_checkpoint=str(ckpt))
+    st = seen[0]
+    assert st["ids"] == saved.state_dict()["ids"]
+    for k, v in saved.state_dict()["arrays"].items():
+        np.testing.assert_array_equal(st["arrays"][k], v)
+    ha, hb = list(a.allocation_history), list(b.allocation_history)
+    assert len(ha) == 3 and len(hb) == 1
+    assert ha[2]["prompt_ids"] == hb[0]["prompt_ids"]
+    assert ha[2]["rollouts"].tolist() == hb[0]["rollouts"].tolist()
+    assert ha[2]["rollouts"].tolist() != [4, 4]  # not trivially uniform
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="multiple of rollouts_per_prompt"):
+        knapsack_args(
+            tmp_path, per_device_train_batch_size=8, num_generations=4, rollouts_per_prompt=3
+        )
+    with pytest.raises(ValueError, match="per-prompt budget cannot be met"):
+        knapsack_args(tmp_path, per_device_train_batch_size=8, num_generations=4, min_rollouts=8)
+    with pytest.raises(ValueError, match="allocation_method"):
+        knapsack_args(
+            tmp_path, per_device_train_batch_size=8, num_generations=4, allocation_method="x"
+        )
+    with pytest.raises(ValueError, match="tracker_kwargs"):
+        knapsack_args(
+            tmp_path, per_device_train_batch_size=8, num_generations=4, tracker_kwargs={"bad": 1}
+        )
+    with pytest.raises(ValueError, match="tracker_kwargs: not valid JSON"):
+        knapsack_args(
+            tmp_path, per_device_train_batch_size=8, num_generations=4, tracker_kwargs="{"
+        )
+    tok, ds = make_tokenizer(), make_dataset(4)
+    with pytest.raises(TypeError, match="KnapsackGRPOConfig"):
+        KnapsackGRPOTrainer(
+            model=make_model(),
+            reward_funcs=Recorder(),
+            args=GRPOConfig(
+                output_dir=str(tmp_path / "g"),
+                per_device_train_batch_size=8,
+                num_generations=4,
+                use_cpu=True,
+            ),
+            train_dataset=ds,
+            processing_class=tok,
+        )
+    with pytest.raises(ValueError, match="success_reward 'nope'"):
+        KnapsackGRPOTrainer(
+            model=make_model(),
+            reward_funcs=Recorder(),
+            args=knapsack_args(
+                tmp_path, per_device_train_batch_size=8, num_generations=4, success_reward="nope"
+            ),
+            train_dataset=ds,
+            processing_class=tok,
+        )
