@@ -302,7 +302,8 @@ class Allocator:
             r = np.full(m, per, dtype=np.int64)
             r[:rem] += 1
         elif method == "paper":
-            n_uniform = _as_int(per_prompt, "per_prompt") if per_prompt is not None else 8
+            n_default = per_prompt if per_prompt is not None else self.per_prompt
+            n_uniform = _as_int(n_default, "per_prompt") if n_default is not None else 8
             vmask = np.ones(m, dtype=bool) if valid is None else _as_array(valid, "valid", m, bool)
             r, extra = self._paper(rate, vmask, B, n_uniform)
         else:

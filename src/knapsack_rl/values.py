@@ -123,12 +123,15 @@ def rollouts_needed(p: np.ndarray | float, alpha: float = 0.9, rule: str = "prob
     """Rollouts a prompt "needs" (spec section 3, fallback step), as a float.
 
     ``probability``: ``ln(1 - alpha) / ln(max(p, 1 - p))`` (non-zero gradient with
-    probability alpha). ``expectation``: ``1 / (p (1 - p)) - 1``. Defined for 0 < p < 1.
+    probability alpha). ``expectation``: ``1 / (p (1 - p)) - 1``. Defined for 0 < p < 1;
+    ``inf`` for p in {0, 1} (no number of rollouts gives a gradient).
     """
     p = np.asarray(p, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         if rule == "probability":
-            return np.log(1.0 - alpha) / np.log(np.maximum(p, 1.0 - p))
+            # ln(max(p, 1 - p)), with log1p so that tiny p (1 - p == 1.0) stays finite
+            log_q = np.where(p >= 0.5, np.log(p), np.log1p(-p))
+            return np.where(log_q < 0, np.log1p(-alpha) / log_q, np.inf)
         if rule == "expectation":
             return 1.0 / (p * (1.0 - p)) - 1.0
     raise ValueError(f"unknown cost rule {rule!r}; expected 'probability' or 'expectation'")
