@@ -166,7 +166,9 @@ class Allocator:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"method: unknown {self.method!r}; expected one of {', '.join(METHODS)}")
+            raise ValueError(
+                f"method: unknown {self.method!r}; expected one of {', '.join(METHODS)}"
+            )
         self.min_rollouts = _as_int(self.min_rollouts, "min_rollouts")
         self.max_rollouts = _as_int(self.max_rollouts, "max_rollouts")
         if self.min_rollouts < 1:
@@ -290,7 +292,15 @@ class Allocator:
 
         if token_budget is not None or cost is not None:
             return self._allocate_tokens(
-                rate, cost, token_budget, budget, per_prompt, valued, gain, value_of, t0,
+                rate,
+                cost,
+                token_budget,
+                budget,
+                per_prompt,
+                valued,
+                gain,
+                value_of,
+                t0,
                 used_prior,
             )
 
@@ -374,8 +384,16 @@ class Allocator:
             r = np.full(m, max(L, n_uni), dtype=np.int64)
             value = value_of(r)
             return Allocation(
-                r, value, float(value.sum()), None, "uniform", rate, None,
-                float((c * r).sum()), time.perf_counter() - t0, prior,
+                r,
+                value,
+                float(value.sum()),
+                None,
+                "uniform",
+                rate,
+                None,
+                float((c * r).sum()),
+                time.perf_counter() - t0,
+                prior,
             )
         caps = np.where(valued, U - L, 0).astype(np.int64)
         sol = solve_concave_costs(gain, caps, c, T - base)

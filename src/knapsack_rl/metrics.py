@@ -42,9 +42,13 @@ def _group_moments(gidx: np.ndarray, n_groups: int, r: np.ndarray):
     mean = np.bincount(gidx, weights=r, minlength=n_groups) / np.maximum(size, 1)
     dev = r - mean[gidx]
     ss = np.bincount(gidx, weights=dev * dev, minlength=n_groups)
-    rng = np.zeros(n_groups)
-    np.maximum.at(rng, gidx, np.abs(dev))
-    return size, mean, ss, rng
+    # max - min per group, from the rewards themselves (not from r - mean, whose
+    # rounding is non-zero for e.g. [0.7, 0.7, 0.7]): exactly 0 iff all equal
+    hi = np.full(n_groups, -np.inf)
+    lo = np.full(n_groups, np.inf)
+    np.maximum.at(hi, gidx, r)
+    np.minimum.at(lo, gidx, r)
+    return size, mean, ss, hi - lo
 
 
 def group_advantages(
@@ -111,8 +115,14 @@ def allocation_stats(rollouts) -> dict[str, float]:
     """``rollouts_per_prompt/min|mean|max``, ``prompts`` and ``prompts_covered`` (> 0 rollouts)."""
     r = np.asarray(rollouts).reshape(-1)
     if r.size == 0:
-        return {"rollouts_per_prompt/min": 0.0, "rollouts_per_prompt/mean": 0.0,
-                "rollouts_per_prompt/max": 0.0, "prompts": 0, "prompts_covered": 0, "rollouts": 0}
+        return {
+            "rollouts_per_prompt/min": 0.0,
+            "rollouts_per_prompt/mean": 0.0,
+            "rollouts_per_prompt/max": 0.0,
+            "prompts": 0,
+            "prompts_covered": 0,
+            "rollouts": 0,
+        }
     return {
         "rollouts_per_prompt/min": float(r.min()),
         "rollouts_per_prompt/mean": float(r.mean()),

@@ -59,9 +59,7 @@ def binarize_rewards(rewards, threshold: float | None = None) -> np.ndarray:
     ok = (r == 0) | (r == 1) | (r == -1)
     if not np.all(ok):
         i = int(np.flatnonzero(~ok)[0])
-        raise ValueError(
-            f"rewards[{i}] = {r[i]} is not binary (0/1 or -1/0/1); pass a threshold"
-        )
+        raise ValueError(f"rewards[{i}] = {r[i]} is not binary (0/1 or -1/0/1); pass a threshold")
     return (r == 1).astype(np.int8)
 
 
@@ -119,30 +117,67 @@ class Tracker:
                 index[pid] = j
                 self._ids.append(pid)
             out[k] = j
-        if create and len(self._ids) > self._size:
+        if len(self._ids) > self._size or self._size == 0:  # (stats before any update too)
             new = max(len(self._ids), 2 * self._size, 64)
             self._grow(new)
             self._size = new
         return out
 
     def _visits(self, prompt_ids, rewards):
-        """Group a step's rollouts: (dense index, successes array) per prompt visit."""
-        ids = list(prompt_ids)
+        """Group a step's rollouts into visits.
+
+        Returns ``(dense, group, succ)``: the dense index of each visited prompt
+        (in order of first appearance), the visit number of each rollout, and
+        the successes. Integer ids (and numpy string arrays) are grouped with
+        numpy; other ids with a dict. Both give the same visits and indices.
+        """
         succ = binarize_rewards(rewards, self.threshold)
+        arr = None
+        if isinstance(prompt_ids, np.ndarray):
+            if prompt_ids.ndim == 1 and prompt_ids.dtype.kind in "iuU":
+                arr = prompt_ids
+        elif isinstance(prompt_ids, (list, tuple)) and prompt_ids:
+            if isinstance(prompt_ids[0], (int, np.integer)) and not isinstance(prompt_ids[0], bool):
+                cand = np.asarray(prompt_ids)
+                if cand.ndim == 1 and cand.dtype.kind in "iu":
+                    arr = cand
+        if arr is not None:
+            if arr.size != succ.size:
+                raise ValueError(f"{arr.size} prompt ids but {succ.size} rewards")
+            uniq, first, inv = np.unique(arr, return_index=True, return_inverse=True)
+            by_first = np.argsort(first, kind="stable")
+            rank = np.empty(uniq.size, dtype=np.int64)
+            rank[by_first] = np.arange(uniq.size)
+            dense = self._lookup(uniq[by_first].tolist(), create=True)
+            return dense, rank[inv.reshape(-1)], succ
+        ids = list(prompt_ids)
         if len(ids) != succ.size:
             raise ValueError(f"{len(ids)} prompt ids but {succ.size} rewards")
         groups: dict = {}
+        group = np.empty(len(ids), dtype=np.int64)
         for k, pid in enumerate(ids):
-            groups.setdefault(_norm(pid), []).append(k)
-        keys = list(groups)
-        dense = self._lookup(keys, create=True)
-        return [(int(j), succ[groups[key]]) for j, key in zip(dense, keys)]
+            group[k] = groups.setdefault(_norm(pid), len(groups))
+        dense = self._lookup(list(groups), create=True)
+        return dense, group, succ
 
     # -- API ----------------------------------------------------------------
     def update(self, prompt_ids: Sequence, rewards) -> None:
-        """Record one step: ``rewards[k]`` belongs to ``prompt_ids[k]``."""
-        for j, s in self._visits(prompt_ids, rewards):
-            self._record(j, s)
+        """Record one step: ``rewards[k]`` belongs to ``prompt_ids[k]``.
+
+        All rollouts of one prompt in one call form that prompt's visit, in
+        their given order. Cost O(K log K) for K rollouts, vectorised over visits.
+        """
+        dense, group, succ = self._visits(prompt_ids, rewards)
+        if dense.size:
+            self._record_visits(dense, group, succ)
+
+    def _record_visits(self, dense: np.ndarray, group: np.ndarray, succ: np.ndarray) -> None:
+        """Record every visit of one step (default: one :meth:`_record` per visit)."""
+        order = np.argsort(group, kind="stable")
+        ends = np.cumsum(np.bincount(group, minlength=dense.size))
+        starts = ends - np.bincount(group, minlength=dense.size)
+        for j, a, b in zip(dense.tolist(), starts.tolist(), ends.tolist()):
+            self._record(j, succ[order[a:b]])
 
     def _record(self, j: int, s: np.ndarray) -> None:
         raise NotImplementedError
@@ -207,6 +242,28 @@ class Tracker:
         atomic_write_bytes(path, buf.getvalue())
 
 
+def _ring_write(ring, head, fill, dense, group, succ):
+    """Append each visit's last ``ring.shape[1]`` successes to its prompt's ring buffer.
+
+    Returns the visit sizes. Same result as appending visit by visit.
+    """
+    width = ring.shape[1]
+    size = np.bincount(group, minlength=dense.size)
+    order = np.argsort(group, kind="stable")
+    g = group[order]
+    start = np.cumsum(size) - size
+    pos = np.arange(g.size) - start[g]  # position within the visit
+    skip = np.maximum(size - width, 0)  # older rollouts that the ring cannot hold
+    keep = pos >= skip[g]
+    g, pos = g[keep], pos[keep] - skip[g[keep]]
+    j = dense[g]
+    ring[j, (head[j] + pos) % width] = succ[order[keep]]
+    tail = size - skip
+    head[dense] = (head[dense] + tail) % width
+    fill[dense] = np.minimum(width, fill[dense] + tail)
+    return size
+
+
 def _norm(pid):
     if isinstance(pid, np.integer):
         return int(pid)
@@ -262,6 +319,13 @@ class PaperTracker(Tracker):
         else:
             self._p[j] = float(self._ring[j, : self._fill[j]].mean())  # last `pool` pooled
 
+    def _record_visits(self, dense, group, succ) -> None:
+        size = _ring_write(self._ring, self._head, self._fill, dense, group, succ)
+        self._count[dense] += size
+        visit_mean = np.bincount(group, weights=succ, minlength=dense.size) / size
+        pooled = self._ring[dense].sum(axis=1) / self._fill[dense]
+        self._p[dense] = np.where(size >= self.pool, visit_mean, pooled)
+
     def stats(self, ids: Sequence) -> TrackerStats:
         j = self._lookup(list(ids), create=False)
         seen = j >= 0
@@ -275,8 +339,13 @@ class PaperTracker(Tracker):
         return TrackerStats(p=p, valid=valid, successes=succ, attempts=fill.astype(np.float64))
 
     def _arrays(self):
-        return {"ring": self._ring, "fill": self._fill, "head": self._head,
-                "count": self._count, "p": self._p}
+        return {
+            "ring": self._ring,
+            "fill": self._fill,
+            "head": self._head,
+            "count": self._count,
+            "p": self._p,
+        }
 
     def _config(self):
         return {**super()._config(), "pool": self.pool, "min_observations": self.min_observations}
@@ -316,6 +385,9 @@ class WindowTracker(Tracker):
         self._head[j] = (self._head[j] + tail.size) % self.window
         self._fill[j] = min(self.window, self._fill[j] + tail.size)
 
+    def _record_visits(self, dense, group, succ) -> None:
+        _ring_write(self._ring, self._head, self._fill, dense, group, succ)
+
     def stats(self, ids: Sequence) -> TrackerStats:
         j = self._lookup(list(ids), create=False)
         seen = j >= 0
@@ -333,7 +405,11 @@ class WindowTracker(Tracker):
         return {"ring": self._ring, "fill": self._fill, "head": self._head}
 
     def _config(self):
-        return {**super()._config(), "window": self.window, "min_observations": self.min_observations}
+        return {
+            **super()._config(),
+            "window": self.window,
+            "min_observations": self.min_observations,
+        }
 
 
 class BetaTracker(Tracker):
@@ -376,6 +452,12 @@ class BetaTracker(Tracker):
         k = int(s.sum())
         self._s[j] = self.discount * self._s[j] + k
         self._f[j] = self.discount * self._f[j] + (s.size - k)
+
+    def _record_visits(self, dense, group, succ) -> None:
+        k = np.bincount(group, weights=succ, minlength=dense.size)
+        size = np.bincount(group, minlength=dense.size)
+        self._s[dense] = self.discount * self._s[dense] + k
+        self._f[dense] = self.discount * self._f[dense] + (size - k)
 
     def prior(self) -> tuple[float, float]:
         """The prior in force: fixed, or fitted to every prompt seen so far."""

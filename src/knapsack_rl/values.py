@@ -106,7 +106,11 @@ def bayes_value(n: np.ndarray | int, a: np.ndarray, b: np.ndarray) -> np.ndarray
     n = np.asarray(n, dtype=np.float64)
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    v = beta_moment(a, b, 1.0, 2.0) - beta_moment(a, b, n + 1.0, 2.0) - beta_moment(a, b, 1.0, n + 2.0)
+    v = (
+        beta_moment(a, b, 1.0, 2.0)
+        - beta_moment(a, b, n + 1.0, 2.0)
+        - beta_moment(a, b, 1.0, n + 2.0)
+    )
     return np.where(n <= 1, 0.0, np.maximum(v, 0.0))
 
 
@@ -127,7 +131,7 @@ def rollouts_needed(p: np.ndarray | float, alpha: float = 0.9, rule: str = "prob
     ``inf`` for p in {0, 1} (no number of rollouts gives a gradient).
     """
     p = np.asarray(p, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if rule == "probability":
             # ln(max(p, 1 - p)), with log1p so that tiny p (1 - p == 1.0) stays finite
             log_q = np.where(p >= 0.5, np.log(p), np.log1p(-p))
