@@ -246,6 +246,12 @@ def test_every_strategy_spends_the_same_total_and_rows_are_consistent():
             assert m["rollouts"].sum() == 30 * 256 and np.all(m["rollouts"] == 256)
         assert np.all((m["effective_gradient_ratio"] >= 0) & (m["effective_gradient_ratio"] <= 1))
         assert rows[name]["max_rollouts"] == m["max_rollouts"].max()
+    u = res.traces["uniform"].metrics
+    assert rows["uniform"]["eff_groups"] == pytest.approx(1 - u["frac_reward_zero_std"].mean())
+    # uniform: equal group sizes, so the rollout and group ratios agree
+    assert rows["uniform"]["eff_groups"] == pytest.approx(rows["uniform"]["eff_ratio"])
+    d = res.traces["dapo"].metrics
+    assert np.all(d["informative_groups"] == 32) and np.all(d["generated_groups"] >= 32)
     assert rows["uniform"]["eff_vs_uniform"] == 0.0
     assert rows["uniform"]["max_rollouts"] == 8
 

@@ -29,6 +29,7 @@ TABLE_COLUMNS = (
     "eff_ratio",
     "eff_vs_uniform",
     "eff_ratio_late",
+    "eff_groups",
     "mean_p",
     "solved",
     "all_correct",
@@ -175,6 +176,7 @@ def write_report(
             "p",
             "eff_ratio: share of all rollouts spent that landed in trained groups with a "
             "success and a failure; eff_ratio_late: the same over the last 10% of rollouts; "
+            "eff_groups: share of generated groups that were informative and trained; "
             "mean_p, solved (p > 0.5), all_correct and all_wrong (expected, at N = "
             f"{c.per_prompt}) are over the whole dataset at the end. Initially: "
             + ", ".join(f"{k} {v:.3f}" for k, v in result.initial.items())

@@ -19,7 +19,8 @@ Per-step metrics (arrays in :attr:`Trace.metrics`):
   ``per_prompt`` rollouts would all be correct / all wrong (mean of p^N, (1-p)^N).
 - ``max_rollouts``: most rollouts one prompt got in the step.
 - ``groups``: groups trained in the step; ``informative_groups``: those with
-  a success and a failure (the ones that move the model).
+  a success and a failure (the ones that move the model);
+  ``generated_groups``: all groups rolled out, dropped ones included.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ METRICS = (
     "max_rollouts",
     "groups",
     "informative_groups",
+    "generated_groups",
 )
 
 
@@ -78,7 +80,15 @@ class Trace:
     config: dict = field(default_factory=dict)
 
     def summary(self, late: float = 0.1) -> dict:
-        """One row: totals, and averages over the last ``late`` share of rollouts spent."""
+        """One row: totals, and averages over the last ``late`` share of rollouts spent.
+
+        ``eff_ratio``: effective-gradient ratio over the whole run (rollouts in
+        trained informative groups / rollouts spent); ``eff_ratio_late``: the same
+        over the last ``late`` share of rollouts; ``eff_groups``: informative
+        trained groups / groups generated; ``mean_p``, ``solved``,
+        ``all_correct``, ``all_wrong``: dataset metrics after the last step;
+        ``max_rollouts``: most rollouts one prompt got in one step.
+        """
         m = self.metrics
         spent = m["rollouts"].astype(np.float64)
         total = float(spent.sum())
@@ -88,12 +98,14 @@ class Trace:
         late_eff = float(
             (m["effective_gradient_ratio"][cut] * spent[cut]).sum() / max(spent[cut].sum(), 1.0)
         )
+        gen = float(m["generated_groups"].sum())
         return {
             "strategy": self.name,
             "steps": int(m["step"].size),
             "rollouts": int(total),
             "eff_ratio": eff,
             "eff_ratio_late": late_eff,
+            "eff_groups": float(m["informative_groups"].sum()) / gen if gen else 0.0,
             "mean_p": float(m["mean_p"][-1]),
             "solved": float(m["solved"][-1]),
             "all_correct": float(m["all_correct"][-1]),
@@ -221,6 +233,7 @@ def run_strategy(
         rows["max_rollouts"].append(int(all_n.max()) if all_n.size else 0)
         rows["groups"].append(int(n.size))
         rows["informative_groups"].append(int(informative.sum()))
+        rows["generated_groups"].append(int(all_n.size))
         if steps - step <= snapshot_steps or target - cum < snapshot_steps * cfg.budget:
             snaps.append((p_before, n))
             snaps = snaps[-snapshot_steps:]
@@ -237,6 +250,7 @@ def run_strategy(
                 "max_rollouts",
                 "groups",
                 "informative_groups",
+                "generated_groups",
             )
             else np.int64,
         )
