@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``knapsack-rl simulate``."""
     p = _Parser(
         prog=PROG,
-        description=__doc__.split("\n\n")[0].strip(),
+        description="Compare rollout-allocation strategies at equal rollout budgets in a\n"
+        "simulated GRPO run; prints a table and writes an HTML report.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Strategies: "
         + ", ".join(STRATEGIES)
@@ -83,25 +84,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--steps",
         type=_typed(int, "--steps"),
+        metavar="N",
         help="steps at the fixed budget; every strategy spends steps x B rollouts "
         "(default: 1000 for paper, 200 for small)",
     )
-    p.add_argument("--strategies", default="all", help="comma list of strategies, or 'all'")
+    p.add_argument(
+        "--strategies", default="all", metavar="LIST", help="comma list of strategies, or 'all'"
+    )
     p.add_argument(
         "--init",
         metavar="FILE",
         help="initial success rates (.csv/.jsonl with id and p, or successes and attempts)",
     )
-    p.add_argument("--seed", type=_typed(int, "--seed"), default=0, help="random seed (0)")
     p.add_argument(
-        "-o", "--out", default="simulation-report", help="report folder (simulation-report)"
+        "--seed", type=_typed(int, "--seed"), default=0, metavar="S", help="random seed (0)"
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        default="simulation-report",
+        metavar="DIR",
+        help="report folder (simulation-report)",
     )
     p.add_argument("--no-report", action="store_true", help="print the table only")
     p.add_argument("--no-plots", action="store_true", help="report without PNG plots")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     g = p.add_argument_group("model (override the preset)")
     for flag, dest, kind, help_ in _MODEL_OPTIONS:
-        g.add_argument(flag, dest=dest, type=_typed(kind, flag), help=help_)
+        metavar = "N" if kind is int else "X"
+        g.add_argument(flag, dest=dest, type=_typed(kind, flag), metavar=metavar, help=help_)
     return p
 
 
