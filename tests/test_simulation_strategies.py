@@ -273,3 +273,32 @@ def test_run_rejects_bad_arguments():
         make_strategy("bayes", discount=0.0)
     with pytest.raises(ValueError, match=r"batch_prompts \(32\) > prompts in the dataset \(5\)"):
         run(preset("small"), "uniform", steps=1, init_p=np.full(5, 0.5))
+
+
+def test_init_rates_set_the_dataset_size():
+    res = run(preset("small"), "uniform", steps=3, init_p=np.linspace(0.05, 0.95, 40))
+    assert res.config.prompts == 40
+    assert res.initial["mean_p"] == pytest.approx(0.5)
+
+
+def test_strategy_lists_accept_all_plus_extras():
+    res = run(preset("small"), "all,oracle", steps=2)
+    assert list(res.traces) == [*DEFAULT_STRATEGIES, "oracle"]
+
+
+def test_paper_preset_calibration_targets_hold_under_uniform():
+    """The documented calibration: late in a 1000-step uniform run, about 40% of
+    prompts all-correct and 20% all-wrong at N = 8 (docs/simulation.md)."""
+    res = run(preset("paper"), "uniform", steps=1000, seed=0)
+    m = res.traces["uniform"].metrics
+    assert m["all_correct"][900:].mean() == pytest.approx(0.40, abs=0.03)
+    assert m["all_wrong"][900:].mean() == pytest.approx(0.20, abs=0.03)
+    assert m["effective_gradient_ratio"][900:].mean() < 0.6  # the paper: below 60%
+
+
+def test_knapsack_raises_the_effective_ratio_over_uniform_on_the_paper_preset():
+    res = run(preset("paper"), "uniform,knapsack,paper", steps=250, seed=1)
+    rows = {r["strategy"]: r for r in res.summary_rows()}
+    assert rows["knapsack"]["eff_ratio_late"] > rows["uniform"]["eff_ratio_late"]
+    assert rows["paper"]["eff_ratio_late"] > rows["uniform"]["eff_ratio_late"]
+    assert rows["knapsack"]["max_rollouts"] > 8

@@ -137,9 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             init = load_initial_rates(args.init)
             init_p = init.p
             overrides.pop("prompts", None)
-        config = preset(args.preset, **overrides)
         if init_p is not None:
-            config.prompts = len(init_p)
+            overrides["prompts"] = len(init_p)
+        config = preset(args.preset, **overrides)
         if steps < 1:
             raise ValueError(f"--steps must be >= 1, got {steps}")
         if args.seed < 0:

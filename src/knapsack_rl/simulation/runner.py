@@ -25,6 +25,7 @@ Per-step metrics (arrays in :attr:`Trace.metrics`):
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -287,7 +288,10 @@ def run(
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    config.validate(prompts=None if init_p is None else len(init_p))
+    if init_p is not None:
+        init_p = np.asarray(init_p, dtype=np.float64).reshape(-1)
+        config = dataclasses.replace(config, prompts=int(init_p.size))
+    config.validate()
     strats = resolve_strategies(strategies)
     base = Population.create(config, seed=seed, init_p=init_p)
     initial = _dataset_metrics(base)

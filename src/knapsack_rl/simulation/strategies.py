@@ -229,11 +229,6 @@ class AllocatorStrategy(Strategy):
         self.tracker = None
         if self.tracker_kind != "oracle":
             self.tracker = make_tracker(self.tracker_kind, **self.tracker_kwargs)
-            if len(self.tracker) == 0 and getattr(self.tracker, "_size", 1) == 0:
-                # Work-around: core trackers index empty arrays in stats() before their
-                # first update (IndexError); give them room as their own _lookup does.
-                self.tracker._grow(64)
-                self.tracker._size = 64
 
     def inputs(self, env: Env, idx: np.ndarray) -> dict:
         """Keyword arguments for ``Allocator.allocate`` for the prompts ``idx``."""
