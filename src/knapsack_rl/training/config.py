@@ -1,0 +1,380 @@
+"""Training configuration: one dataclass, settable by flags and by a YAML/TOML file.
+
+Every field carries its help text in ``metadata["help"]``; ``knapsack-rl train
+--help`` prints all of them. Precedence: defaults < config file < flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from knapsack_rl.allocation import METHODS
+
+__all__ = [
+    "TrainConfig",
+    "ConfigError",
+    "load_config_file",
+    "add_config_arguments",
+    "config_from_args",
+]
+
+TRACKER_CHOICES = ("auto", "paper", "window", "beta")
+
+
+class ConfigError(ValueError):
+    """A configuration value or file the user must fix."""
+
+
+def _f(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+class _ConfigMixin:
+    """Shared helpers of the config dataclasses."""
+
+    def to_dict(self) -> dict:
+        """Plain-data dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def replace(self, **kw):
+        """A copy with fields changed."""
+        return dataclasses.replace(self, **kw)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config"):
+        """Build from a dict, converting lists/strings to the field types; unknown keys are errors."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        kw = {}
+        for k, v in d.items():
+            key = k.replace("-", "_")
+            if key not in names:
+                raise ConfigError(f"{source}: unknown setting {k!r}")
+            kw[key] = _convert(names[key], v, f"{source}: {k}", cls)
+        return cls(**kw)
+
+
+@dataclass
+class TrainConfig(_ConfigMixin):
+    """All settings of a GRPO run with per-prompt rollout budgets."""
+
+    # run
+    run_dir: str = _f(
+        "runs/train",
+        "output folder: config.json, metrics.jsonl, allocations.jsonl, checkpoint.pt, eval.jsonl",
+    )
+    seed: int = _f(0, "seed for the task, the prompt order, sampling and initialisation")
+    steps: int = _f(60, "RL steps (one batch of prompts each)")
+    threads: int = _f(2, "torch CPU threads (torch.set_num_threads)")
+    device: str = _f("auto", "'cpu', 'cuda' or 'auto' (cuda when available)")
+    resume: bool = _f(
+        False, "continue from RUN_DIR/checkpoint.pt (identical to an uninterrupted run)"
+    )
+    save_every: int = _f(20, "write an atomic checkpoint every K steps (0: only at the end)")
+    progress: bool = _f(True, "show a tqdm progress bar")
+    tensorboard: bool = _f(False, "also log to TensorBoard (RUN_DIR/tb; needs tensorboard)")
+    wandb: bool = _f(False, "also log to Weights & Biases (needs wandb; offline unless configured)")
+    wandb_project: str = _f("knapsack-rl", "W&B project name")
+    # model
+    model: str = _f(
+        "builtin",
+        "'builtin' (tiny Llama, char tokenizer), a local Hugging Face model folder, or a .gguf file",
+    )
+    gguf_file: str | None = _f(
+        None, "GGUF file name inside MODEL (a folder); or give the .gguf path as MODEL"
+    )
+    chat_template: bool | None = _f(
+        None,
+        "wrap prompts with the tokenizer's chat template (default: when the tokenizer has one)",
+    )
+    n_layer: int = _f(2, "built-in model: transformer layers")
+    n_embd: int = _f(128, "built-in model: hidden size")
+    n_head: int = _f(4, "built-in model: attention heads")
+    n_inner: int = _f(512, "built-in model: MLP inner size")
+    sft_steps: int = _f(300, "built-in model: supervised warm-start steps before RL (0: none)")
+    sft_batch: int = _f(64, "warm-start batch size (examples)")
+    sft_lr: float = _f(3e-3, "warm-start learning rate (AdamW, cosine to 10%)")
+    sft_examples: int = _f(4000, "warm-start examples (train split, disjoint from the test split)")
+    # task
+    task: str = _f(
+        "arithmetic", "'arithmetic' (built-in), 'jsonl' (DATASET) or 'reasoning_gym' (RG_NAME)"
+    )
+    digits: tuple[int, ...] = _f((1, 1, 2, 2), "arithmetic: operand digits per level (comma list)")
+    terms: tuple[int, ...] = _f((2, 3, 2, 2), "arithmetic: terms per level (comma list)")
+    operators: tuple[str, ...] = _f(
+        ("+", "+", "+", "-"), "arithmetic: operators per level (comma list of strings over '+-*')"
+    )
+    dataset: str | None = _f(None, "jsonl: training file of {prompt, answer} rows")
+    test_dataset: str | None = _f(None, "jsonl: held-out file (default: a hashed 10% of DATASET)")
+    rg_name: str = _f("basic_arithmetic", "reasoning_gym: generator name")
+    reward: str = _f("auto", "'auto' (task default), 'exact_match' or 'math_verify'")
+    train_prompts: int = _f(
+        256, "size of the training prompt pool (prompts are revisited each epoch)"
+    )
+    eval_prompts: int = _f(200, "held-out prompts for evaluation")
+    # allocation
+    method: str = _f("knapsack", f"allocation method: {', '.join(METHODS)}")
+    tracker: str = _f(
+        "auto",
+        "success-rate tracker: auto (paper->paper, bayes->beta, else window), paper, window, beta",
+    )
+    prompts_per_step: int = _f(32, "M: prompts per step")
+    rollouts_per_prompt: int = _f(
+        8, "mean rollouts per prompt; the step budget is M * this (uniform n)"
+    )
+    budget: int | None = _f(None, "rollouts per step (overrides M * ROLLOUTS_PER_PROMPT)")
+    min_rollouts: int = _f(2, "L: smallest group per prompt")
+    max_rollouts: int = _f(64, "U: largest group per prompt")
+    window: int = _f(16, "window tracker: rewards kept per prompt")
+    discount: float = _f(0.7, "beta tracker: forgetting factor per visit")
+    # generation
+    max_new_tokens: int = _f(6, "longest completion (tokens)")
+    temperature: float = _f(1.0, "sampling temperature for training rollouts")
+    max_batch_tokens: int = _f(
+        32768, "generation memory cap: sequences per chunk * (prompt + new tokens)"
+    )
+    # optimisation
+    lr: float = _f(5e-4, "RL learning rate (AdamW)")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    updates_per_batch: int = _f(1, "policy updates per batch (PPO epochs)")
+    minibatch_rollouts: int = _f(
+        512, "rollouts per forward/backward micro-batch (gradient accumulation)"
+    )
+    clip_eps_low: float = _f(0.2, "PPO ratio clip below: 1 - eps_low")
+    clip_eps_high: float = _f(0.28, "PPO ratio clip above: 1 + eps_high (DAPO clip-higher)")
+    adv_clip: float = _f(5.0, "clip advantages to [-c, c] (<= 0: no clipping)")
+    scale_rewards: bool = _f(True, "divide advantages by the group std (GRPO)")
+    kl_coef: float = _f(0.0, "KL penalty to a frozen reference policy (0: off, no reference kept)")
+    max_grad_norm: float = _f(1.0, "gradient clipping (<= 0: off)")
+    # evaluation
+    eval_every: int = _f(10, "evaluate every K steps (0: only at start and end)")
+    eval_samples: int = _f(8, "sampled completions per held-out prompt for avg@k / pass@k")
+    eval_temperature: float = _f(1.0, "temperature of the sampled evaluation")
+    pass_k: tuple[int, ...] = _f((1, 4), "k values for the unbiased pass@k (each <= EVAL_SAMPLES)")
+
+    def validate(self) -> TrainConfig:
+        """Check values; raise :class:`ConfigError` naming the field."""
+        if self.method not in METHODS:
+            raise ConfigError(
+                f"method: unknown {self.method!r}; expected one of {', '.join(METHODS)}"
+            )
+        if self.tracker not in TRACKER_CHOICES:
+            raise ConfigError(
+                f"tracker: unknown {self.tracker!r}; expected one of {', '.join(TRACKER_CHOICES)}"
+            )
+        from knapsack_rl.tasks import TASKS
+
+        if self.task not in TASKS:
+            raise ConfigError(f"task: unknown {self.task!r}; expected one of {', '.join(TASKS)}")
+        if self.reward not in ("auto", "exact_match", "math_verify"):
+            raise ConfigError(f"reward: unknown {self.reward!r}")
+        if self.task == "jsonl" and not self.dataset:
+            raise ConfigError("dataset: task 'jsonl' needs --dataset FILE")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device: unknown {self.device!r}")
+        for name in (
+            "steps",
+            "prompts_per_step",
+            "rollouts_per_prompt",
+            "min_rollouts",
+            "max_rollouts",
+            "max_new_tokens",
+            "threads",
+            "updates_per_batch",
+            "minibatch_rollouts",
+            "train_prompts",
+            "eval_prompts",
+            "eval_samples",
+            "n_layer",
+            "n_embd",
+            "n_head",
+            "sft_batch",
+            "max_batch_tokens",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("save_every", "eval_every", "sft_steps", "sft_examples"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.prompts_per_step > self.train_prompts:
+            raise ConfigError(
+                f"prompts_per_step ({self.prompts_per_step}) > train_prompts ({self.train_prompts})"
+            )
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if self.eval_temperature <= 0:
+            raise ConfigError(f"eval_temperature must be > 0, got {self.eval_temperature}")
+        for k in self.pass_k:
+            if not 1 <= k <= self.eval_samples:
+                raise ConfigError(f"pass_k: {k} is not in 1..eval_samples ({self.eval_samples})")
+        if self.min_rollouts > self.max_rollouts:
+            raise ConfigError(
+                f"min_rollouts ({self.min_rollouts}) > max_rollouts ({self.max_rollouts})"
+            )
+        m, b = self.prompts_per_step, self.step_budget
+        lo, hi = m * self.min_rollouts, m * self.max_rollouts
+        if not lo <= b <= hi:
+            raise ConfigError(
+                f"budget: {b} rollouts per step cannot be met by {m} prompts with "
+                f"{self.min_rollouts} <= rollouts <= {self.max_rollouts} (needs {lo}..{hi})"
+            )
+        if not (0 <= self.clip_eps_low < 1 and self.clip_eps_high >= 0):
+            raise ConfigError("clip_eps_low must be in [0, 1) and clip_eps_high >= 0")
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.task == "arithmetic" and not (
+            len(self.digits) == len(self.terms) == len(self.operators)
+        ):
+            raise ConfigError("digits, terms and operators need one entry per level")
+        return self
+
+    @property
+    def step_budget(self) -> int:
+        """Rollouts per step: ``budget`` or ``prompts_per_step * rollouts_per_prompt``."""
+        return (
+            self.budget
+            if self.budget is not None
+            else self.prompts_per_step * self.rollouts_per_prompt
+        )
+
+    @property
+    def tracker_kind(self) -> str:
+        """The tracker actually used (resolves ``auto``)."""
+        if self.tracker != "auto":
+            return self.tracker
+        return {"paper": "paper", "bayes": "beta"}.get(self.method, "window")
+
+
+_HINTS: dict = {}
+
+
+def _hint(f: dataclasses.Field, cls=None):
+    for c in (cls, TrainConfig, *_HINTS):
+        if c is None:
+            continue
+        if c not in _HINTS:
+            _HINTS[c] = typing.get_type_hints(c)
+        if f.name in _HINTS[c]:
+            return _HINTS[c][f.name]
+    raise KeyError(f.name)
+
+
+def _base_type(tp):
+    """(base type, optional, is_tuple) of an annotation."""
+    args = typing.get_args(tp)
+    optional = False
+    if type(None) in args:
+        optional = True
+        tp = next(a for a in args if a is not type(None))
+    if typing.get_origin(tp) is tuple:
+        return typing.get_args(tp)[0], optional, True
+    return tp, optional, False
+
+
+def _convert(f: dataclasses.Field, v, where: str, cls=None):
+    base, optional, is_tuple = _base_type(_hint(f, cls))
+    if v is None or (optional and isinstance(v, str) and v.lower() in ("none", "null", "")):
+        if optional:
+            return None
+        raise ConfigError(f"{where}: a value is required")
+    try:
+        if is_tuple:
+            items = v.split(",") if isinstance(v, str) else list(v)
+            return tuple(_scalar(base, x) for x in items)
+        return _scalar(base, v)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _scalar(base, v):
+    if base is bool:
+        if isinstance(v, bool):
+            return v
+        s = str(v).strip().lower()
+        if s in ("1", "true", "yes", "on"):
+            return True
+        if s in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true/false, got {v!r}")
+    if base is int:
+        if isinstance(v, bool):
+            raise ValueError(f"expected an integer, got {v!r}")
+        if isinstance(v, float) and not v.is_integer():
+            raise ValueError(f"expected an integer, got {v!r}")
+        return int(str(v).strip()) if isinstance(v, str) else int(v)
+    if base is float:
+        return float(v)
+    return str(v).strip() if isinstance(v, str) else str(v)
+
+
+def load_config_file(path: str | os.PathLike) -> dict:
+    """Read a YAML (.yaml/.yml) or TOML (.toml) config file into a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: invalid TOML ({e})") from None
+    elif path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML ({e})") from None
+    elif path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: invalid JSON ({e})") from None
+    else:
+        raise ConfigError(f"{path}: config files must end in .yaml, .yml, .toml or .json")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings")
+    if "train" in data and isinstance(data["train"], dict) and len(data) == 1:
+        data = data["train"]  # allow a [train] table
+    return data
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls=TrainConfig) -> None:
+    """One ``--flag`` per field (defaults suppressed so only given flags override)."""
+    for f in dataclasses.fields(cls):
+        base, optional, is_tuple = _base_type(_hint(f, cls))
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        help_ = f"{f.metadata.get('help', '')} (default: {shown})".replace("%", "%%")
+        if base is bool and not is_tuple:
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_
+            )
+        else:
+            meta = f.name.upper()
+            parser.add_argument(
+                flag, dest=f.name, metavar=meta, default=argparse.SUPPRESS, help=help_
+            )
+
+
+def config_from_args(ns: argparse.Namespace, file_path: str | None = None, cls=TrainConfig):
+    """Defaults < ``file_path`` settings < flags given in ``ns``; validated."""
+    data: dict = {}
+    if file_path:
+        data.update(load_config_file(file_path))
+    given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if hasattr(ns, f.name)}
+    cfg = cls.from_dict(data, source=str(file_path)) if data else cls()
+    for k, v in given.items():
+        fld = next(f for f in dataclasses.fields(cls) if f.name == k)
+        setattr(cfg, k, _convert(fld, v, f"--{k.replace('_', '-')}", cls))
+    return cfg.validate()
