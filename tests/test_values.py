@@ -96,6 +96,31 @@ def test_paper_gains_object_matches_paper_gain():
     assert np.all(np.diff(fn(np.arange(200), np.full(200, 7))) <= 0)
 
 
+@pytest.mark.parametrize("offset", [1, 2, 5])
+def test_paper_gains_count_bounds_hold(offset):
+    """The closed-form bounds always contain the exact count (what the solver relies on)."""
+    rng = np.random.default_rng(offset)
+    p = np.concatenate([rng.uniform(0, 1, 3000), [0.0, 1.0, 0.5, 1e-300, 1e-9, 1 - 1e-12]])
+    fn = PaperGains(p, offset)
+    m, cap = p.size, 130
+    table = fn(np.tile(np.arange(cap), m), np.repeat(np.arange(m), cap)).reshape(m, cap)
+    idx = np.arange(m)
+    for t in np.concatenate(
+        [
+            table[rng.integers(0, m, 40), rng.integers(0, cap, 40)],
+            10.0 ** rng.uniform(-12, -0.5, 40),
+        ]
+    ):
+        exact = (table >= t).sum(axis=1)
+        lo, hi = fn.count_bounds(float(t), idx, np.zeros(m, np.int64), np.full(m, cap))
+        assert np.all(lo <= exact) and np.all(exact <= hi)
+        assert np.mean(hi - lo) < 6  # and they are tight enough to matter (vs 130)
+    # and the model's guess lands near the right level
+    caps = np.full(m, cap)
+    g = fn.threshold_guess(caps, 6 * m)
+    assert 3 * m < (table >= g).sum() < 12 * m
+
+
 def test_beta_moment_against_integration():
     a, b = 2.5, 4.0
     for s, t in ((1, 2), (7, 3), (2, 12)):

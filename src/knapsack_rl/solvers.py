@@ -50,32 +50,38 @@ _SAMPLE_SIZE = 8192
 def _count(fn: GainFn, t: float, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray, probe_hi: bool):
     """Per prompt ``idx[k]``: number of leading units with ``fn >= t``, known in ``[lo, hi]``.
 
-    Probes the likely end first (``hi`` when ``probe_hi``, else ``lo``), then
+    Narrows ``[lo, hi]`` with ``fn.count_bounds`` when the gain function has one,
+    probes the likely end first (``hi`` when ``probe_hi``, else ``lo``), then
     bisects what is left. Needs ``fn`` non-increasing in the unit index.
     """
-    lo = lo.copy()
-    hi = hi.copy()
+    bounds = getattr(fn, "count_bounds", None)
+    if bounds is not None and t > 0:
+        lo, hi = bounds(t, idx, lo, hi)
+    out = lo.copy()
     todo = np.flatnonzero(lo < hi)
-    if todo.size:
-        if probe_hi:
-            h = hi[todo]
-            ok = fn(h - 1, idx[todo]) >= t
-            lo[todo] = np.where(ok, h, lo[todo])
-            hi[todo] = np.where(ok, h, h - 1)
-        else:
-            lt = lo[todo]
-            ok = fn(lt, idx[todo]) >= t
-            lo[todo] = np.where(ok, lt + 1, lt)
-            hi[todo] = np.where(ok, hi[todo], lt)
-        todo = todo[lo[todo] < hi[todo]]
-    while todo.size:
-        lt, ht = lo[todo], hi[todo]
+    if not todo.size:
+        return out
+    lt, ht, it = lo[todo], hi[todo], idx[todo]
+    if probe_hi:
+        ok = fn(ht - 1, it) >= t
+        lt = np.where(ok, ht, lt)
+        ht = np.where(ok, ht, ht - 1)
+    else:
+        ok = fn(lt, it) >= t
+        ht = np.where(ok, ht, lt)
+        lt = np.where(ok, lt + 1, lt)
+    while True:
+        done = lt >= ht
+        if done.any():
+            out[todo[done]] = lt[done]
+            keep = ~done
+            todo, lt, ht, it = todo[keep], lt[keep], ht[keep], it[keep]
+        if not todo.size:
+            return out
         mid = (lt + ht + 1) >> 1
-        ok = fn(mid - 1, idx[todo]) >= t
-        lo[todo] = np.where(ok, mid, lt)
-        hi[todo] = np.where(ok, ht, mid - 1)
-        todo = todo[lo[todo] < hi[todo]]
-    return lo
+        ok = fn(mid - 1, it) >= t
+        lt = np.where(ok, mid, lt)
+        ht = np.where(ok, ht, mid - 1)
 
 
 def _sample_guess(fn: GainFn, caps: np.ndarray, w: np.ndarray | None, budget: float):
@@ -117,7 +123,7 @@ def _bracket(fn: GainFn, caps: np.ndarray, w: np.ndarray | None, budget: float, 
     t_hi = float(np.nextafter(g_first.max(), np.inf))  # S(t_hi) = 0
     t_lo = float(g_last.min())  # S(t_lo) = everything
     s_a = 0.0
-    s_b = float(caps.sum()) if unit else float((w * caps).sum())
+    s_b = total = float(caps.sum()) if unit else float((w * caps).sum())
     limit = max(_CANDIDATE_FLOOR, m // 8)
     margin = limit / 4.0
     if unit:
@@ -125,12 +131,24 @@ def _bracket(fn: GainFn, caps: np.ndarray, w: np.ndarray | None, budget: float, 
     else:
         margin *= float(w[active].mean()) if active.size else 1.0
     guesses = []
-    if guess == "sample" and m >= _SAMPLE_MIN:
+    # A gain function may carry a closed-form model of S (``threshold_guess(caps,
+    # target)``): we follow it, correcting its bias by the exact counts, until
+    # both bracket ends are set. Otherwise large batches start from a subsample.
+    model = getattr(fn, "threshold_guess", None) if guess == "sample" else None
+    model_target = None
+    if model is not None:
+        g = model(caps, budget)
+        if g is not None and t_lo < g < t_hi:
+            guesses.append(g)
+            model_target = budget
+    elif guess == "sample" and m >= _SAMPLE_MIN:
         g = _sample_guess(fn, caps, w, budget)
         if g is not None:
             guesses.append(g)
     lo_set = hi_set = False  # bracket ends found by evaluation (not the initial extremes)
-    step = 0.02 if guesses else 0.0  # log-t step off the subsample's guess until both ends are set
+    # log-t step off the subsample's guess until both ends are set
+    step = 0.02 if guesses and model_target is None else 0.0
+    model_uses = 0
     side = 0
     last_width = None
     slow = 0
@@ -171,6 +189,14 @@ def _bracket(fn: GainFn, caps: np.ndarray, w: np.ndarray | None, budget: float, 
             if step and not lo_set:
                 guesses.append(t * math.exp(-step))
         step = 2.0 * step if step and step < 1.0 else 0.0
+        if model_target is not None and not (lo_set and hi_set) and model_uses < 4:
+            model_uses += 1
+            aim = budget - margin if s >= budget else budget + margin
+            target = aim + (model_target - s)  # the model's bias at t, removed
+            g = model(caps, target) if 0 < target < total else None
+            if g is not None and t_lo < g < t_hi:
+                guesses.append(g)
+                model_target = target
         active = active[b[active] > a[active]]
     return t_lo, t_hi, a, b, s_a
 

@@ -10,6 +10,8 @@ Every value here is concave in N, so the exact solvers in
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = [
@@ -65,7 +67,9 @@ class PaperGains:
 
     ``gains(j, idx) == paper_gain(offset + j, p[idx])`` up to rounding, computed as
     ``IG q exp(n ln p) + IG p exp(n ln q)`` with the logs precomputed (faster than
-    ``**``, and still non-increasing in ``j``).
+    ``**``, and still non-increasing in ``j``). Also offers the solver a closed-form
+    model of the counts (:meth:`count_bounds`, :meth:`threshold_guess`), which only
+    makes the exact search shorter.
 
     Args:
         p: success rates, shape (M,).
@@ -74,21 +78,87 @@ class PaperGains:
 
     def __init__(self, p: np.ndarray, offset: int) -> None:
         p = np.asarray(p, dtype=np.float64)
-        q = 1.0 - p
         ig = info_gain(p)
-        with np.errstate(divide="ignore"):
-            self.log_p = np.log(p)
-            self.log_q = np.log(q)
-        self.c_p = ig * q
-        self.c_q = ig * p
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_p = np.log(p)
+            log_q = np.log1p(-p)
+            # gain(n) / IG = Q^n r + r^n Q with Q = max(p, 1 - p), r = 1 - Q, and
+            # r^n Q <= Q^n r for n >= 1, so  c Q^n <= gain(n) <= 2 c Q^n,  c = IG r
+            log_big = np.maximum(log_p, log_q)
+            log_c = np.log(ig) + np.minimum(log_p, log_q)
+            # sharper: gain(n) = c Q^n (1 + (r/Q)^(n-1)) <= c Q^n (1 + (r/Q)^(offset-1))
+            log_up = np.log1p(np.exp((max(int(offset), 1) - 1) * (log_c - np.log(ig) - log_big)))
+        degenerate = ~((log_big < 0) & np.isfinite(log_c))  # p in {0, 1}: all gains 0
+        self._log_big = np.where(degenerate, -1.0, log_big)
+        self._log_c = np.where(degenerate, -np.inf, log_c)
+        self._log_up = np.where(degenerate, 0.0, log_up)  # in [0, ln 2]
+        self._dead = (p <= 0) | (p >= 1)
+        # columns: ln p, ln q, IG q, IG p (one gather per call)
+        self._table = np.stack([log_p, log_q, ig * (1.0 - p), ig * p], axis=1)
         self.offset = int(offset)
 
     def __call__(self, j: np.ndarray, idx: np.ndarray) -> np.ndarray:
         n = np.asarray(j, dtype=np.float64) + self.offset
-        out = np.exp(n * self.log_p[idx])
-        out *= self.c_p[idx]
-        out += self.c_q[idx] * np.exp(n * self.log_q[idx])
+        row = self._table[idx]
+        out = np.exp(n * row[:, 0])
+        out *= row[:, 2]
+        out += row[:, 3] * np.exp(n * row[:, 1])
         return out
+
+    def count_bounds(self, t: float, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray):
+        """Narrow ``[lo, hi]``, known to hold the number of units with gain >= ``t > 0``.
+
+        From ``c Q^n <= gain(n) <= c Q^n (1 + (r/Q)^(offset-1)) <= 2 c Q^n`` the count
+        lies between the number of units with ``c Q^n >= t`` and with the upper
+        curve ``>= t``; the bounds are widened by far more than the rounding of
+        either side (so ill-conditioned prompts, with ``ln Q`` near 0, keep
+        ``[lo, hi]``), then clipped to ``[lo, hi]``.
+        """
+        beta = -self._log_big[idx]
+        log_c = self._log_c[idx]
+        lt = math.log(t)
+        with np.errstate(invalid="ignore", over="ignore"):
+            # c Q^n >= t  <=>  n <= (ln c - ln t) / beta; units j = n - offset >= 0
+            x = (log_c - lt) / beta + (1 - self.offset)
+            err = ((abs(lt) + 1.0) + np.abs(log_c)) * 1e-13 / beta + 1e-9 * np.abs(x)
+            a = np.floor(x - err)
+            b = np.floor(x + (self._log_up[idx] + 1e-12) / beta + err)
+        good = err < 1e6  # else (NaN, inf, ln Q ~ 0) keep [lo, hi]
+        a = np.where(good, a, -np.inf)
+        b = np.where(good, b, np.inf)
+        dead = self._dead[idx]  # p in {0, 1}: every gain is 0 < t, the count is lo (= 0)
+        b = np.where(dead, -np.inf, b)
+        new_lo = np.clip(a, lo, hi).astype(np.int64)
+        new_hi = np.clip(b, new_lo, hi).astype(np.int64)
+        return new_lo, new_hi
+
+    def threshold_guess(self, caps: np.ndarray, budget: float) -> float | None:
+        """A level t with about ``budget`` units of gain >= t (continuous model, Newton).
+
+        Large batches use a strided subsample of at most 16384 prompts (a guess only).
+        """
+        m = caps.shape[0]
+        step = max(1, m // 16384)
+        log_c, log_big, cap = self._log_c[::step], self._log_big[::step], caps[::step]
+        target = budget * cap.shape[0] / m
+        ok = np.isfinite(log_c) & (cap > 0)
+        if not ok.any():
+            return None
+        beta = -log_big[ok]
+        inv = 1.0 / beta
+        alpha = log_c[ok] + 0.5 * math.log(2.0) + beta * (1 - self.offset)
+        cap = cap[ok].astype(np.float64)
+        # count_i(tau) ~ clip((alpha_i - tau) / beta_i, 0, cap_i), decreasing in tau = ln t
+        tau = float(np.mean(alpha - beta * (target / cap.size)))
+        for _ in range(8):
+            x = (alpha - tau) * inv
+            s = float(np.clip(x, 0.0, cap).sum())
+            slope = float(inv[(x > 0) & (x < cap)].sum())
+            if slope <= 0 or abs(s - target) < 0.5:
+                break
+            tau += (s - target) / slope
+        t = math.exp(tau)
+        return t if 0 < t < math.inf else None
 
 
 def beta_moment(a: np.ndarray, b: np.ndarray, s: np.ndarray | float, t: np.ndarray | float):
