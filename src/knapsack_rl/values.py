@@ -93,6 +93,7 @@ class PaperGains:
         self._log_c = np.where(degenerate, -np.inf, log_c)
         self._log_up = np.where(degenerate, 0.0, log_up)  # in [0, ln 2]
         self._dead = (p <= 0) | (p >= 1)
+        self._model = None  # (caps, ...) cached by threshold_guess
         # columns: ln p, ln q, IG q, IG p (one gather per call)
         self._table = np.stack([log_p, log_q, ig * (1.0 - p), ig * p], axis=1)
         self.offset = int(offset)
@@ -138,27 +139,33 @@ class PaperGains:
         Large batches use a strided subsample of at most 16384 prompts (a guess only).
         """
         m = caps.shape[0]
-        step = max(1, m // 16384)
-        log_c, log_big, cap = self._log_c[::step], self._log_big[::step], caps[::step]
-        target = budget * cap.shape[0] / m
-        ok = np.isfinite(log_c) & (cap > 0)
-        if not ok.any():
+        model = self._model
+        if model is None or model[0] is not caps:
+            step = max(1, m // 16384)
+            log_c, log_big, cap = self._log_c[::step], self._log_big[::step], caps[::step]
+            ok = np.isfinite(log_c) & (cap > 0) & (log_big < -1e-12)
+            inv = -1.0 / log_big[ok]
+            # count_i(tau) ~ clip(x_i, 0, cap_i), x_i = (alpha_i - tau) / beta_i = A_i - tau inv_i
+            alpha = log_c[ok] + 0.5 * math.log(2.0) + (self.offset - 1) * log_big[ok]
+            model = (caps, cap.shape[0] / m, alpha * inv, inv, cap[ok] * 1.0, alpha, -log_big[ok])
+            self._model = model
+        _, frac, big_a, inv, cap, alpha, beta = model
+        if not cap.size:
             return None
-        beta = -log_big[ok]
-        inv = 1.0 / beta
-        alpha = log_c[ok] + 0.5 * math.log(2.0) + beta * (1 - self.offset)
-        cap = cap[ok].astype(np.float64)
-        # count_i(tau) ~ clip((alpha_i - tau) / beta_i, 0, cap_i), decreasing in tau = ln t
-        tau = float(np.mean(alpha - beta * (target / cap.size)))
+        target = budget * frac
+        tau = float(np.mean(alpha - beta * (target / cap.size)))  # right for the mean prompt
         for _ in range(8):
-            x = (alpha - tau) * inv
-            s = float(np.clip(x, 0.0, cap).sum())
+            x = big_a - tau * inv
+            s = float(np.minimum(np.maximum(x, 0.0), cap).sum())
+            if abs(s - target) < 0.5 + 1e-3 * target:
+                break
             slope = float(inv[(x > 0) & (x < cap)].sum())
-            if slope <= 0 or abs(s - target) < 0.5:
+            if slope <= 0:
                 break
             tau += (s - target) / slope
-        t = math.exp(tau)
-        return t if 0 < t < math.inf else None
+        if not -700.0 < tau < 700.0:  # also catches NaN
+            return None
+        return math.exp(tau)
 
 
 def beta_moment(a: np.ndarray, b: np.ndarray, s: np.ndarray | float, t: np.ndarray | float):
