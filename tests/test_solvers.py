@@ -125,6 +125,22 @@ def test_solve_concave_large_kkt():
     assert last.min() >= nxt.max() * (1 - 1e-12)
 
 
+def test_large_model_and_subsample_paths_agree():
+    """The closed-form-model path (PaperGains) and the generic subsample path (a plain
+    function) must return the very same allocation: both are exact with one tie rule."""
+    rng = np.random.default_rng(4)
+    m = 60000
+    p = rng.choice([0.05, 0.2, 0.5, 0.7], m)  # many exact ties
+    p[::7] = rng.uniform(0, 1, p[::7].size)
+    caps = np.full(m, 40, dtype=np.int64)
+    fn = PaperGains(p, 2)
+    for budget in (1, 3 * m + 5, 39 * m):
+        k_model = solve_concave(fn, caps, budget)
+        k_plain = solve_concave(lambda j, i: fn(j, i), caps, budget)
+        assert np.array_equal(k_model, k_plain)
+        assert k_model.sum() == budget
+
+
 def test_solve_concave_rejects_bad_budget():
     with pytest.raises(ValueError):
         solve_concave(lambda j, i: np.ones(np.shape(j)), np.array([1, 2]), 4)

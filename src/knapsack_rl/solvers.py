@@ -118,10 +118,10 @@ def _bracket(fn: GainFn, caps: np.ndarray, w: np.ndarray | None, budget: float, 
     a = np.zeros(m, dtype=np.int64)
     b = caps.copy()
     active = np.flatnonzero(caps > 0)
-    g_first = fn(np.zeros(active.size, dtype=np.int64), active)
-    g_last = fn(caps[active] - 1, active)
-    t_hi = float(np.nextafter(g_first.max(), np.inf))  # S(t_hi) = 0
-    t_lo = float(g_last.min())  # S(t_lo) = everything
+    # S(0) = everything (gains are >= 0), S(inf) = 0; finite ends are computed
+    # from the gains only if a bisection step needs them (see below)
+    t_lo, t_hi = 0.0, math.inf
+    extremes = False
     s_a = 0.0
     s_b = total = float(caps.sum()) if unit else float((w * caps).sum())
     limit = max(_CANDIDATE_FLOOR, m // 8)
@@ -137,10 +137,13 @@ def _bracket(fn: GainFn, caps: np.ndarray, w: np.ndarray | None, budget: float, 
     model = getattr(fn, "threshold_guess", None) if guess == "sample" else None
     model_target = None
     if model is not None:
-        g = model(caps, budget)
+        # When the whole budget fits in one enumeration, aim a little above it: one
+        # evaluation landing in [budget, limit] finishes the search.
+        first = min(1.05 * budget + 8.0, 0.5 * (budget + limit)) if budget < limit else budget
+        g = model(caps, first)
         if g is not None and t_lo < g < t_hi:
             guesses.append(g)
-            model_target = budget
+            model_target = first
     elif guess == "sample" and m >= _SAMPLE_MIN:
         g = _sample_guess(fn, caps, w, budget)
         if g is not None:
@@ -149,10 +152,11 @@ def _bracket(fn: GainFn, caps: np.ndarray, w: np.ndarray | None, budget: float, 
     # log-t step off the subsample's guess until both ends are set
     step = 0.02 if guesses and model_target is None else 0.0
     model_uses = 0
+    pending = None  # S at the last model-guided level, until the next guess is made
     side = 0
     last_width = None
     slow = 0
-    while True:
+    while active.size:
         aa, bb = a[active], b[active]
         width = float(((bb - aa) if unit else w[active] * (bb - aa)).sum())
         if width <= limit * (1.0 if unit else float(w[active].mean())):
@@ -161,6 +165,14 @@ def _bracket(fn: GainFn, caps: np.ndarray, w: np.ndarray | None, budget: float, 
             break  # every candidate has gain exactly t_lo
         slow = slow + 1 if last_width is not None and width > 0.5 * last_width else 0
         last_width = width
+        if pending is not None:  # follow the model, its bias at the last level removed
+            aim = budget - margin if pending >= budget else budget + margin
+            target = aim + (model_target - pending)
+            pending = None
+            g = model(caps, target) if 0 < target < total else None
+            if g is not None and t_lo < g < t_hi:
+                guesses.append(g)
+                model_target = target
         t = guesses.pop() if guesses else None
         if t is None and t_lo > 0 and math.isfinite(t_hi) and slow < 2:
             side ^= 1  # aim alternately just above and just below the budget
@@ -168,6 +180,13 @@ def _bracket(fn: GainFn, caps: np.ndarray, w: np.ndarray | None, budget: float, 
             target = min(max(target, s_a + 0.05 * (s_b - s_a)), s_a + 0.95 * (s_b - s_a))
             lt_lo, lt_hi = math.log(t_lo), math.log(t_hi)
             t = math.exp(lt_lo + (s_b - target) / (s_b - s_a) * (lt_hi - lt_lo))
+        if (t is None or not t_lo < t < t_hi) and not extremes:
+            extremes = True
+            if not math.isfinite(t_hi):  # never lowered: a = 0, all gains <= max first gain
+                g_first = fn(aa, active)
+                t_hi = float(np.nextafter(g_first.max(), np.inf))
+            if t_lo <= 0:  # never raised: b = caps, all gains >= min last gain
+                t_lo = float(fn(bb - 1, active).min())
         if t is None or not t_lo < t < t_hi:  # bisect (geometric, then arithmetic)
             t = math.sqrt(t_lo * t_hi) if t_lo > 0 and math.isfinite(t_hi) else 0.5 * t_hi
             if not t_lo < t < t_hi:
@@ -191,12 +210,7 @@ def _bracket(fn: GainFn, caps: np.ndarray, w: np.ndarray | None, budget: float, 
         step = 2.0 * step if step and step < 1.0 else 0.0
         if model_target is not None and not (lo_set and hi_set) and model_uses < 4:
             model_uses += 1
-            aim = budget - margin if s >= budget else budget + margin
-            target = aim + (model_target - s)  # the model's bias at t, removed
-            g = model(caps, target) if 0 < target < total else None
-            if g is not None and t_lo < g < t_hi:
-                guesses.append(g)
-                model_target = target
+            pending = s
         active = active[b[active] > a[active]]
     return t_lo, t_hi, a, b, s_a
 

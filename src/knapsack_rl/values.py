@@ -145,15 +145,18 @@ class PaperGains:
             log_c, log_big, cap = self._log_c[::step], self._log_big[::step], caps[::step]
             ok = np.isfinite(log_c) & (cap > 0) & (log_big < -1e-12)
             inv = -1.0 / log_big[ok]
-            # count_i(tau) ~ clip(x_i, 0, cap_i), x_i = (alpha_i - tau) / beta_i = A_i - tau inv_i
-            alpha = log_c[ok] + 0.5 * math.log(2.0) + (self.offset - 1) * log_big[ok]
-            model = (caps, cap.shape[0] / m, alpha * inv, inv, cap[ok] * 1.0, alpha, -log_big[ok])
+            # count_i(tau) ~ clip(x_i, 0, cap_i), x_i = (alpha_i - tau) / beta_i - 1/2 =
+            # A_i - tau inv_i: the units on the lower curve c Q^n (the closer one in
+            # practice) with gain >= e^tau, less half a unit for the floor
+            alpha = log_c[ok] + (self.offset - 1) * log_big[ok]
+            big_a = alpha * inv - 0.5
+            model = (caps, cap.shape[0] / m, big_a, inv, cap[ok] * 1.0, alpha, -log_big[ok])
             self._model = model
         _, frac, big_a, inv, cap, alpha, beta = model
         if not cap.size:
             return None
         target = budget * frac
-        tau = float(np.mean(alpha - beta * (target / cap.size)))  # right for the mean prompt
+        tau = float(np.mean(alpha - beta * (target / cap.size + 0.5)))  # right for the mean prompt
         for _ in range(8):
             x = big_a - tau * inv
             s = float(np.minimum(np.maximum(x, 0.0), cap).sum())
