@@ -96,9 +96,13 @@ class TrainConfig(_ConfigMixin):
     n_embd: int = _f(128, "built-in model: hidden size")
     n_head: int = _f(4, "built-in model: attention heads")
     n_inner: int = _f(512, "built-in model: MLP inner size")
-    sft_steps: int = _f(300, "built-in model: supervised warm-start steps before RL (0: none)")
+    sft_steps: int = _f(600, "built-in model: supervised warm-start steps before RL (0: none)")
     sft_batch: int = _f(64, "warm-start batch size (examples)")
     sft_lr: float = _f(3e-3, "warm-start learning rate (AdamW, cosine to 10%)")
+    sft_noise: float = _f(
+        0.3,
+        "warm-start: share of targets replaced by a wrong answer (a noisy teacher RL can correct)",
+    )
     sft_examples: int = _f(4000, "warm-start examples (train split, disjoint from the test split)")
     # task
     task: str = _f(

@@ -96,6 +96,15 @@ def _jsonl_lines(path: Path, keep: Callable[[dict], bool]) -> None:
     atomic_write_text(path, "".join(ln + "\n" for ln in kept))
 
 
+def _corrupt(e, rng: random.Random):
+    """``e`` with a wrong answer: integers shifted by 1..3 either way, other answers reversed."""
+    try:
+        wrong = str(int(e.answer) + rng.choice((-3, -2, -1, 1, 2, 3)))
+    except ValueError:
+        wrong = e.answer[::-1] + "?"
+    return type(e)(e.id, e.prompt, wrong, e.level)
+
+
 class Trainer:
     """GRPO with per-prompt rollout budgets (see the module docstring).
 
@@ -247,6 +256,9 @@ class Trainer:
             data = ArithmeticTask(
                 digits=cfg.digits, terms=cfg.terms, operators=cfg.operators, seed=cfg.seed + 7919
             ).examples(cfg.sft_examples, "train")
+        if cfg.sft_noise > 0:  # a noisy teacher: some targets are off by a small amount
+            rng = random.Random(f"{cfg.seed}:sft-noise")
+            data = [_corrupt(e, rng) if rng.random() < cfg.sft_noise else e for e in data]
         self.sft_losses = sft_warmstart(
             self.model,
             self.tok,
@@ -400,7 +412,7 @@ class Trainer:
                     denom=n_tokens,
                 )
                 loss.backward()
-                tot_loss += float(loss)
+                tot_loss += float(loss.detach())
                 w = len(mbs[j]) / keep.size
                 tot_clip += st["clip_frac"] * w
                 tot_kl += st["kl"] * w

@@ -1,0 +1,261 @@
+"""Trainer: end-to-end learning, resume equality, errors, config files, CLI."""
+
+import dataclasses
+import json
+import math
+import zlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from knapsack_rl.training.cli import train_main, train_parser  # noqa: E402
+from knapsack_rl.training.config import ConfigError, TrainConfig, config_from_args  # noqa: E402
+from knapsack_rl.training.trainer import Trainer, TrainError  # noqa: E402
+
+TINY = dict(
+    n_layer=1,
+    n_embd=32,
+    n_head=2,
+    n_inner=64,
+    sft_steps=10,
+    sft_batch=16,
+    sft_examples=200,
+    steps=6,
+    prompts_per_step=4,
+    rollouts_per_prompt=4,
+    max_rollouts=8,
+    train_prompts=16,
+    eval_prompts=8,
+    eval_samples=3,
+    pass_k=(1, 2),
+    eval_every=3,
+    save_every=3,
+    threads=1,
+    progress=False,
+    max_new_tokens=4,
+)
+
+
+def tiny(tmp_path, name="run", **kw):
+    return TrainConfig(run_dir=str(tmp_path / name), **{**TINY, **kw})
+
+
+def _strip(rec):
+    return {k: v for k, v in rec.items() if not k.startswith(("time/", "gen/"))}
+
+
+def _lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+class Boom:
+    """Exact-match reward that raises on the Nth training call (16 completions)."""
+
+    def __init__(self, task, at):
+        self.task, self.at, self.calls = task, at, 0
+
+    def __call__(self, prompts, completions, **kw):
+        if len(completions) == 16:
+            self.calls += 1
+            if self.calls == self.at:
+                raise ValueError("simulated crash")
+        return self.task.reward(prompts, completions, **kw)
+
+
+@pytest.mark.parametrize("method", ["knapsack", "bayes"])
+def test_resume_equals_uninterrupted(tmp_path, method):
+    full = Trainer(tiny(tmp_path, "full", method=method))
+    full.run()
+    # interrupted at step index 4 (after the checkpoint of step 3), then resumed
+    cfg = tiny(tmp_path, "cut", method=method)
+    t = Trainer(cfg)
+    t.reward_fn = Boom(t.task, at=5)
+    with pytest.raises(TrainError, match="simulated crash"):
+        t.run()
+    ck = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    assert ck["step"] == 3
+    resumed = Trainer(dataclasses.replace(cfg, resume=True))
+    resumed.run()
+    a = _lines(tmp_path / "full" / "metrics.jsonl")
+    b = _lines(tmp_path / "cut" / "metrics.jsonl")
+    assert [_strip(x) for x in a] == [_strip(x) for x in b]
+    assert _lines(tmp_path / "full" / "allocations.jsonl") == _lines(
+        tmp_path / "cut" / "allocations.jsonl"
+    )
+    for (k, v), (_, w) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(v, w), k
+    ea = _lines(tmp_path / "full" / "eval.jsonl")
+    eb = _lines(tmp_path / "cut" / "eval.jsonl")
+    assert [_strip({**e, "eval_seconds": 0}) for e in ea] == [
+        _strip({**e, "eval_seconds": 0}) for e in eb
+    ]
+
+
+def _graded(prompts, completions, **kw):
+    """Success rate differs by prompt: success iff hash(prompt, completion) % 100 < hash(prompt) % 100."""
+    return [
+        float(zlib.crc32((p + "|" + c).encode()) % 100 < zlib.crc32(p.encode()) % 100)
+        for p, c in zip(prompts, completions)
+    ]
+
+
+def test_knapsack_allocations_vary_and_budget_holds(tmp_path):
+    cfg = tiny(tmp_path, steps=10, train_prompts=8, eval_every=0, save_every=0, temperature=2.0)
+    Trainer(cfg, reward_fn=_graded).run()
+    allocs = _lines(tmp_path / "run" / "allocations.jsonl")
+    assert all(sum(a["rollouts"]) == 16 for a in allocs)
+    assert any(len(set(a["rollouts"])) > 1 for a in allocs)
+    m = _lines(tmp_path / "run" / "metrics.jsonl")
+    for key in (
+        "reward",
+        "effective_gradient_ratio",
+        "frac_reward_zero_std",
+        "rollouts_per_prompt/min",
+        "rollouts_per_prompt/mean",
+        "rollouts_per_prompt/max",
+        "rollouts_total",
+        "tokens_total",
+        "time/allocate",
+        "time/generate",
+        "time/score",
+        "time/update",
+    ):
+        assert key in m[0]
+    assert m[-1]["rollouts_total"] == 160
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["method"] == "knapsack" and cfg["resolved"]["tracker"] == "window"
+
+
+def test_end_to_end_heldout_accuracy_rises(tmp_path):
+    """Warm-started on a noisy teacher, RL raises held-out sampled accuracy."""
+    cfg = TrainConfig(
+        run_dir=str(tmp_path / "e2e"),
+        threads=1,
+        progress=False,
+        save_every=0,
+        digits=(1,),
+        terms=(2,),
+        operators=("+",),
+        sft_steps=200,
+        sft_noise=0.5,
+        steps=20,
+        lr=5e-4,
+        prompts_per_step=16,
+        train_prompts=64,
+        eval_prompts=20,
+        eval_every=5,
+        eval_samples=8,
+        seed=0,
+    )
+    Trainer(cfg).run()
+    ev = _lines(tmp_path / "e2e" / "eval.jsonl")
+    start, end = ev[0]["avg@8"], ev[-1]["avg@8"]
+    assert end >= start + 0.02, [e["avg@8"] for e in ev]
+
+
+def _bad_len(prompts, completions, **kw):
+    return [0.0] * (len(completions) - 1)
+
+
+def _nan(prompts, completions, **kw):
+    return [math.nan] * len(completions)
+
+
+@pytest.mark.parametrize("fn,msg", [(_bad_len, "returned 15 rewards for 16"), (_nan, "not finite")])
+def test_bad_reward_function_keeps_checkpoint(tmp_path, fn, msg):
+    cfg = tiny(tmp_path, steps=3, eval_every=0)
+    Trainer(cfg).run()
+    ck = tmp_path / "run" / "checkpoint.pt"
+    before = ck.read_bytes()
+    t = Trainer(dataclasses.replace(cfg, resume=True, steps=6), reward_fn=fn)
+    with pytest.raises(TrainError, match=msg):
+        t.run()
+    assert ck.read_bytes() == before
+
+
+def test_cli_errors(tmp_path, capsys):
+    base = ["--threads", "1", "--no-progress", "--run-dir", str(tmp_path / "r")]
+    cases = [
+        (["--task", "nope"], "task: unknown 'nope'"),
+        (["--method", "greedy"], "method: unknown 'greedy'"),
+        (["--model", str(tmp_path / "missing")], "does not exist"),
+        (["--model", str(tmp_path / "missing.gguf")], "GGUF file"),
+        (["--budget", "1000", "--prompts-per-step", "4", "--max-rollouts", "8"], "cannot be met"),
+        (["--steps", "x"], "--steps"),
+    ]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "1+1=", "answer": "2"}\n{"question": "2+2=", "answer": "4"}\n')
+    cases.append(
+        (["--task", "jsonl", "--dataset", str(bad)], "bad.jsonl:2: missing field 'prompt'")
+    )
+    for extra, msg in cases:
+        assert train_main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("knapsack-rl train: error:") and msg in err, (extra, err)
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_existing_checkpoint_not_overwritten(tmp_path, capsys):
+    cfg = tiny(tmp_path, steps=3, eval_every=0)
+    Trainer(cfg).run()
+    ck = tmp_path / "run" / "checkpoint.pt"
+    before = ck.read_bytes()
+    args = ["--run-dir", str(tmp_path / "run"), "--threads", "1", "--no-progress"]
+    assert train_main(args) == 2
+    assert "already holds a checkpoint" in capsys.readouterr().err
+    assert train_main(args + ["--resume", "--method", "uniform"]) == 2  # settings differ
+    assert "settings differ" in capsys.readouterr().err
+    assert ck.read_bytes() == before
+
+
+def test_config_files_and_flags(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text(
+        "method: bayes\nsteps: 7\ndigits: [1, 2]\nterms: [2, 2]\noperators: ['+', '-']\nlr: 1e-3\n"
+    )
+    ns = train_parser().parse_args(["--steps", "9"])
+    cfg = config_from_args(ns, str(y))
+    assert (cfg.method, cfg.steps, cfg.digits, cfg.operators, cfg.lr) == (
+        "bayes",
+        9,
+        (1, 2),
+        ("+", "-"),
+        1e-3,
+    )
+    t = tmp_path / "c.toml"
+    t.write_text('method = "paper"\npass_k = [1, 2]\nbudget = 300\nkl_coef = 0.1\n')
+    cfg = config_from_args(train_parser().parse_args([]), str(t))
+    assert (cfg.method, cfg.pass_k, cfg.budget, cfg.kl_coef) == ("paper", (1, 2), 300, 0.1)
+    t.write_text('methd = "paper"\n')
+    with pytest.raises(ConfigError, match="unknown setting 'methd'"):
+        config_from_args(train_parser().parse_args([]), str(t))
+
+
+def test_help_documents_every_field(capsys):
+    with pytest.raises(SystemExit):
+        train_main(["--help"])
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(TrainConfig):
+        assert "--" + f.name.replace("_", "-") in out, f.name
+
+
+def test_kl_and_multiple_updates_run(tmp_path):
+    t = Trainer(
+        tiny(
+            tmp_path,
+            steps=2,
+            kl_coef=0.1,
+            updates_per_batch=2,
+            minibatch_rollouts=5,
+            eval_every=0,
+            save_every=0,
+            method="paper",
+        )
+    )
+    t.run()
+    m = _lines(tmp_path / "run" / "metrics.jsonl")
+    assert m[0]["trained_rollouts"] == 16  # with KL every rollout enters the loss
+    assert np.isfinite([x["loss"] for x in m]).all()
