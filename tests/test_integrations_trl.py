@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -202,6 +206,46 @@ def test_knapsack_group_sizes_and_advantages(tmp_path):
     assert all(np.isfinite(x["loss"]) for x in tr.state.log_history if "loss" in x)
 
 
+def test_rollouts_per_prompt_sets_prompts_per_step(tmp_path):
+    """rollouts_per_prompt=2 with num_generations=4: 4 prompts share a step's 8 rollouts."""
+    tok, ds = make_tokenizer(), make_dataset(8)
+    tr = KnapsackGRPOTrainer(
+        model=make_model(),
+        reward_funcs=Recorder(),
+        args=knapsack_args(
+            tmp_path,
+            per_device_train_batch_size=8,
+            num_generations=4,
+            rollouts_per_prompt=2,
+            min_rollouts=1,
+            max_rollouts=4,
+            max_steps=1,
+        ),
+        train_dataset=ds,
+        processing_class=tok,
+    )
+    tr.train()
+    (h,) = tr.allocation_history
+    assert len(h["prompt_ids"]) == 4 and len(set(h["prompt_ids"])) == 4
+    assert h["rollouts"].sum() == 8
+
+
+def test_config_from_command_line(tmp_path):
+    from transformers import HfArgumentParser
+
+    (cfg,) = HfArgumentParser(KnapsackGRPOConfig).parse_args_into_dataclasses(
+        [
+            "--output_dir", str(tmp_path), "--use_cpu", "true",
+            "--per_device_train_batch_size", "8", "--num_generations", "4",
+            "--allocation_method", "paper", "--tracker", "paper",
+            "--tracker_kwargs", '{"pool": 8}', "--advantage_clip", "3",
+        ]
+    )  # fmt: skip
+    assert cfg.allocation_method == "paper" and cfg.tracker_kwargs == {"pool": 8}
+    assert cfg.advantage_clip == 3.0 and cfg.rollouts_per_prompt == 4
+    assert cfg.make_tracker().pool == 8
+
+
 def test_grouped_advantages_normalize_then_sum_matches_trl_layout():
     torch.manual_seed(0)
     rpf = torch.randint(0, 2, (12, 2)).float()
@@ -316,3 +360,88 @@ def test_clear_errors(tmp_path):
             train_dataset=ds,
             processing_class=tok,
         )
+
+
+def test_example_script_tiny(tmp_path, capsys):
+    """examples/trl_arithmetic.py end to end with its random tiny model."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "trl_arithmetic.py"
+    spec = importlib.util.spec_from_file_location("trl_arithmetic", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "ex"
+    argv = ["--tiny", "--steps", "2", "--eval-size", "6", "--output-dir", str(out)]
+    assert mod.main(argv) == 0
+    lines = (out / "allocations.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and sum(json.loads(lines[0])["rollouts"]) == 32
+    assert json.loads((out / "config.json").read_text())["allocation_method"] == "knapsack"
+    assert "greedy accuracy" in capsys.readouterr().out
+
+
+def _two_process_main(output_dir: str) -> None:
+    """Body of test_two_processes_cpu, run under torchrun (2 CPU processes, gloo)."""
+    from accelerate.utils import gather_object
+
+    tok, ds = make_tokenizer(), make_dataset(4)
+    rec = Recorder()
+    tr = KnapsackGRPOTrainer(
+        model=make_model(),
+        reward_funcs=rec,
+        args=KnapsackGRPOConfig(
+            output_dir=output_dir,
+            **{**COMMON, "learning_rate": 1e-2},
+            per_device_train_batch_size=8,  # 16 rows over 2 processes: 4 prompts x 4
+            num_generations=4,
+            max_steps=2,
+            min_rollouts=2,
+            max_rollouts=10,
+            tracker="window",
+            tracker_kwargs={"min_observations": 1},
+        ),
+        train_dataset=ds,
+        processing_class=tok,
+    )
+    acc = tr.accelerator
+    assert acc.num_processes == 2, acc.num_processes
+    ev = {"p0": [1, 0] * 5, "p1": [1] + [0] * 9, "p2": [1] * 10, "p3": [0] * 10}
+    tr.tracker.update([k for k, v in ev.items() for _ in v], [x for v in ev.values() for x in v])
+    expected = tr.allocate_rollouts(["p0", "p1", "p2", "p3"]).rollouts
+    assert expected[0] + expected[1] > 8  # a group spans the two processes
+    batch = [ds[i] for i in range(4) for _ in range(4)]
+    tr.model.train()
+    torch.manual_seed(acc.process_index)
+    out = tr._generate_and_score_completions(
+        batch[acc.process_index * 8 : (acc.process_index + 1) * 8]
+    )
+    assert out["advantages"].shape[0] == 8
+    ids, rewards = gather_object(rec.ids), gather_object(rec.rewards)
+    adv = gather_object(out["advantages"].tolist())
+    allocs = gather_object([tr.allocation_history[-1]["rollouts"].tolist()])
+    assert allocs[0] == allocs[1] == expected.tolist()
+    assert ids == [f"p{i}" for i in range(4) for _ in range(expected[i])]
+    np.testing.assert_allclose(adv, hand_advantages(rewards, expected), atol=1e-5)
+    tr.train()
+    hists = gather_object([[h["rollouts"].tolist() for h in tr.allocation_history]])
+    fills = gather_object([tr.tracker.state_dict()["arrays"]["fill"].tolist()])
+    assert hists[0] == hists[1] and fills[0] == fills[1]  # same allocations and trackers
+    if acc.is_main_process:
+        print("MULTIPROCESS OK", expected.tolist())
+
+
+@pytest.mark.slow
+def test_two_processes_cpu(tmp_path):
+    """2 CPU processes (torchrun, gloo): groups span processes, allocations agree, training runs."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [*cmd, __file__, str(tmp_path / "mp")], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "MULTIPROCESS OK" in proc.stdout
+
+
+if __name__ == "__main__":
+    _two_process_main(sys.argv[1])
