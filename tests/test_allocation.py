@@ -15,7 +15,7 @@ import knapsack_rl
 from knapsack_rl import Allocator, allocate, solvers
 from knapsack_rl.values import bayes_value, paper_value
 
-SETTINGS = settings(max_examples=120, deadline=None)
+SETTINGS = settings(max_examples=300, deadline=None)
 
 
 def V(n: int, p: float) -> float:
@@ -412,7 +412,7 @@ def knap_value(r, p, valid, lo):
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(st.data())
 def test_paper_matches_reference_reimplementation(data):
     m = data.draw(st.integers(1, 7))

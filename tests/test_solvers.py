@@ -14,7 +14,7 @@ from knapsack_rl import solvers
 from knapsack_rl.solvers import solve_concave, solve_concave_costs
 from knapsack_rl.values import PaperGains, paper_gain
 
-SETTINGS = settings(max_examples=150, deadline=None)
+SETTINGS = settings(max_examples=400, deadline=None)
 
 
 @contextlib.contextmanager

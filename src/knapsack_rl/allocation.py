@@ -28,8 +28,8 @@ import numpy as np
 
 from knapsack_rl.solvers import solve_concave, solve_concave_costs
 from knapsack_rl.values import (
+    BayesGains,
     PaperGains,
-    bayes_gain,
     bayes_value,
     fit_beta_prior,
     paper_gain,
@@ -278,17 +278,17 @@ class Allocator:
             return paper_value(r, rate)
 
         if method == "bayes":
-
-            def gain(j, idx):
-                return bayes_gain(L + j, a_post[idx], b_post[idx])
-
             valued = np.ones(m, dtype=bool)
         else:
-
-            def gain(j, idx):
-                return paper_gain(L + j, rate[idx])
-
             valued = (rate > 0) & (rate < 1)
+
+        def gain_fn(idx=None):
+            """Marginal gains from L on, for the prompts ``idx`` (all if None)."""
+            if method == "bayes":
+                if idx is None:
+                    return BayesGains(a_post, b_post, L)
+                return BayesGains(a_post[idx], b_post[idx], L)
+            return PaperGains(rate if idx is None else rate[idx], L)
 
         if token_budget is not None or cost is not None:
             return self._allocate_tokens(
@@ -298,7 +298,7 @@ class Allocator:
                 budget,
                 per_prompt,
                 valued,
-                gain,
+                gain_fn(),
                 value_of,
                 t0,
                 used_prior,
@@ -322,14 +322,7 @@ class Allocator:
             vidx = np.flatnonzero(valued)
             take = min(R, vidx.size * (U - L))
             if take > 0:
-                if method == "bayes":
-                    sub = vidx if vidx.size < m else slice(None)
-                    a_v, b_v = a_post[sub], b_post[sub]
-
-                    def fn(j, i):
-                        return bayes_gain(L + j, a_v[i], b_v[i])
-                else:
-                    fn = PaperGains(rate[vidx], L)
+                fn = gain_fn(vidx if vidx.size < m else None)
                 k = solve_concave(fn, np.full(vidx.size, U - L, np.int64), take)
                 r[vidx] += k
             left = R - take

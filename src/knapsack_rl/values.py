@@ -23,6 +23,7 @@ __all__ = [
     "beta_moment",
     "bayes_value",
     "bayes_gain",
+    "BayesGains",
     "rollouts_needed",
     "fit_beta_prior",
 ]
@@ -176,6 +177,44 @@ def beta_moment(a: np.ndarray, b: np.ndarray, s: np.ndarray | float, t: np.ndarr
     from scipy.special import betaln
 
     return np.exp(betaln(a + s, b + t) - betaln(a, b))
+
+
+class BayesGains:
+    """Marginal posterior gains in the solvers' ``gain(j, idx)`` form.
+
+    ``gains(j, idx) == bayes_gain(offset + j, a[idx], b[idx])`` exactly (same
+    formula), with ``ln B(a, b)`` computed once per prompt instead of per call.
+
+    Args:
+        a, b: Beta posterior parameters, shape (M,), > 0.
+        offset: rollouts already given before unit ``j = 0`` (>= 1).
+    """
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, offset: int) -> None:
+        from scipy.special import betaln
+
+        self.a = np.asarray(a, dtype=np.float64)
+        self.b = np.asarray(b, dtype=np.float64)
+        self.log_beta = betaln(self.a, self.b)
+        self.offset = int(offset)
+        self._point = None
+
+    def threshold_guess(self, caps: np.ndarray, budget: float) -> float | None:
+        """A starting level for the solver: the paper model at the posterior means.
+
+        Only a guess (the solver corrects it with exact counts)."""
+        if self._point is None:
+            self._point = PaperGains(self.a / (self.a + self.b), self.offset)
+        return self._point.threshold_guess(caps, budget)
+
+    def __call__(self, j: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        from scipy.special import betaln
+
+        n = np.asarray(j, dtype=np.float64) + self.offset
+        a, b, lb = self.a[idx], self.b[idx], self.log_beta[idx]
+        return np.exp(betaln(a + (n + 1.0), b + 3.0) - lb) + np.exp(
+            betaln(a + 2.0, b + (n + 2.0)) - lb
+        )
 
 
 def bayes_value(n: np.ndarray | int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
