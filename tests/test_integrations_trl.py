@@ -206,9 +206,12 @@ def test_knapsack_group_sizes_and_advantages(tmp_path):
     assert all(np.isfinite(x["loss"]) for x in tr.state.log_history if "loss" in x)
 
 
-def test_rollouts_per_prompt_sets_prompts_per_step(tmp_path):
+@pytest.mark.parametrize("iterable", [False, True])
+def test_rollouts_per_prompt_sets_prompts_per_step(tmp_path, iterable):
     """rollouts_per_prompt=2 with num_generations=4: 4 prompts share a step's 8 rollouts."""
     tok, ds = make_tokenizer(), make_dataset(8)
+    if iterable:
+        ds = ds.to_iterable_dataset()
     tr = KnapsackGRPOTrainer(
         model=make_model(),
         reward_funcs=Recorder(),
@@ -315,6 +318,19 @@ def test_checkpoint_resume_restores_tracker(tmp_path):
     assert ha[2]["prompt_ids"] == hb[0]["prompt_ids"]
     assert ha[2]["rollouts"].tolist() == hb[0]["rollouts"].tolist()
     assert ha[2]["rollouts"].tolist() != [4, 4]  # not trivially uniform
+
+    c = KnapsackGRPOTrainer(
+        model=make_model(),
+        reward_funcs=Recorder(),
+        args=knapsack_args(tmp_path, **{**kw, "tracker": "beta", "tracker_kwargs": None}),
+        train_dataset=ds,
+        processing_class=tok,
+    )
+    with pytest.raises(ValueError, match="'window' tracker but the config asks for tracker='beta'"):
+        c.load_tracker_from_checkpoint(str(ckpt))
+    (tmp_path / "stock-ckpt").mkdir()
+    with pytest.warns(UserWarning, match="fresh 'beta' tracker"):
+        c.load_tracker_from_checkpoint(str(tmp_path / "stock-ckpt"))
 
 
 def test_clear_errors(tmp_path):

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -506,14 +507,23 @@ class KnapsackGRPOTrainer(GRPOTrainer):
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is None:
-            return
+        if checkpoint is not None:
+            self.load_tracker_from_checkpoint(checkpoint)
+
+    def load_tracker_from_checkpoint(self, checkpoint: str) -> None:
+        """Restore the tracker saved in a checkpoint folder (done by ``train(resume_from_checkpoint=)``).
+
+        Warns and keeps the current tracker when the folder has none; raises
+        ValueError when its tracker kind differs from the config's.
+        """
         path = os.path.join(checkpoint, TRACKER_FILE)
         if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"{path}: no tracker state in this checkpoint (was it written by GRPOTrainer rather "
-                "than KnapsackGRPOTrainer?); resuming would restart every prompt's estimate"
+            warnings.warn(
+                f"{path} not found (checkpoint written by GRPOTrainer?): resuming with a fresh "
+                f"{self.tracker.kind!r} tracker, so every prompt's estimate starts over",
+                stacklevel=2,
             )
+            return
         tracker = load_tracker(path)
         if tracker.kind != self.tracker.kind:
             raise ValueError(
