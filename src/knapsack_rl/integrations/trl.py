@@ -317,14 +317,6 @@ def grouped_advantages(
     return advantages
 
 
-def _ensure_capacity(tracker: Tracker) -> None:
-    # Work around trackers whose stats() fail while they have seen no prompt at all
-    # (their arrays still have size 0): give them their first, empty, block of rows.
-    if getattr(tracker, "_size", 1) == 0:
-        tracker._grow(64)
-        tracker._size = 64
-
-
 def _hash_prompt(prompt) -> str:
     text = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
@@ -401,7 +393,6 @@ class KnapsackGRPOTrainer(GRPOTrainer):
 
     def allocate_rollouts(self, prompt_ids: list) -> Allocation:
         """Allocate ``len(prompt_ids) * rollouts_per_prompt`` rollouts from the tracker's estimates."""
-        _ensure_capacity(self.tracker)
         inputs = self.tracker.allocation_inputs(prompt_ids, self.allocator.method)
         return self.allocator.allocate(**inputs, per_prompt=self.rollouts_per_prompt)
 
