@@ -96,12 +96,12 @@ def test_paper_gains_object_matches_paper_gain():
     assert np.all(np.diff(fn(np.arange(200), np.full(200, 7))) <= 0)
 
 
-@pytest.mark.parametrize("offset", [1, 2, 5])
-def test_paper_gains_count_bounds_hold(offset):
+@pytest.mark.parametrize("offset, first", [(1, False), (2, False), (5, False), (2, True)])
+def test_paper_gains_count_bounds_hold(offset, first):
     """The closed-form bounds always contain the exact count (what the solver relies on)."""
     rng = np.random.default_rng(offset)
     p = np.concatenate([rng.uniform(0, 1, 3000), [0.0, 1.0, 0.5, 1e-300, 1e-9, 1 - 1e-12]])
-    fn = PaperGains(p, offset)
+    fn = PaperGains(p, offset, first_from_zero=first)
     m, cap = p.size, 130
     table = fn(np.tile(np.arange(cap), m), np.repeat(np.arange(m), cap)).reshape(m, cap)
     idx = np.arange(m)
@@ -119,6 +119,17 @@ def test_paper_gains_count_bounds_hold(offset):
     caps = np.full(m, cap)
     g = fn.threshold_guess(caps, 6 * m)
     assert 3 * m < (table >= g).sum() < 12 * m
+
+
+def test_paper_gains_first_from_zero():
+    p = np.array([0.1, 0.5, 0.9])
+    fn = PaperGains(p, 2, first_from_zero=True)
+    j = np.array([0, 0, 0, 1, 3])
+    i = np.array([0, 1, 2, 1, 2])
+    want = [V for V in paper_value(3, p)] + [float(paper_gain(3, 0.5)), float(paper_gain(5, 0.9))]
+    assert fn(j, i) == pytest.approx(want, rel=1e-12)
+    g = fn(np.arange(100), np.full(100, 1))
+    assert np.all(np.diff(g) <= 0)  # still concave (k = 0 worth 0, then Value(L + k))
 
 
 def test_beta_moment_against_integration():

@@ -32,7 +32,6 @@ from knapsack_rl.values import (
     PaperGains,
     bayes_value,
     fit_beta_prior,
-    paper_gain,
     paper_value,
     rollouts_needed,
 )
@@ -455,11 +454,7 @@ class Allocator:
             info.update(path="fallback", surplus=surplus)
             R = C
         # 4. knapsack over effective prompts; k = 0 is worth 0, k >= 1 worth Value(L + k)
-        pe = p_hat[eidx]
-        first = paper_value(L + 1, pe)
-
-        def gain(j, i):
-            return np.where(j == 0, first[i], paper_gain(L + j, pe[i]))
+        gain = PaperGains(p_hat[eidx], L, first_from_zero=True)
 
         take = min(R, eidx.size * (U - L))
         if take > 0:

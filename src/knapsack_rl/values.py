@@ -72,13 +72,19 @@ class PaperGains:
     model of the counts (:meth:`count_bounds`, :meth:`threshold_guess`), which only
     makes the exact search shorter.
 
+    With ``first_from_zero=True`` unit 0 is instead worth ``Value(offset + 1, p)``
+    (the paper procedure's knapsack item, where k = 0 extra rollouts is worth 0);
+    still non-increasing for ``offset >= 1``.
+
     Args:
         p: success rates, shape (M,).
         offset: rollouts already given before unit ``j = 0`` (>= 1).
+        first_from_zero: value unit 0 from zero, as above.
     """
 
-    def __init__(self, p: np.ndarray, offset: int) -> None:
+    def __init__(self, p: np.ndarray, offset: int, first_from_zero: bool = False) -> None:
         p = np.asarray(p, dtype=np.float64)
+        self._first = paper_value(int(offset) + 1, p) if first_from_zero else None
         ig = info_gain(p)
         with np.errstate(divide="ignore", invalid="ignore"):
             log_p = np.log(p)
@@ -105,6 +111,8 @@ class PaperGains:
         out = np.exp(n * row[:, 0])
         out *= row[:, 2]
         out += row[:, 3] * np.exp(n * row[:, 1])
+        if self._first is not None:
+            out = np.where(n == self.offset, self._first[idx], out)
         return out
 
     def count_bounds(self, t: float, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray):
@@ -130,6 +138,8 @@ class PaperGains:
         b = np.where(good, b, np.inf)
         dead = self._dead[idx]  # p in {0, 1}: every gain is 0 < t, the count is lo (= 0)
         b = np.where(dead, -np.inf, b)
+        if self._first is not None:  # unit 0 is worth more (up to Value(offset + 1)) only
+            b = np.maximum(b, 1.0)
         new_lo = np.clip(a, lo, hi).astype(np.int64)
         new_hi = np.clip(b, new_lo, hi).astype(np.int64)
         return new_lo, new_hi
