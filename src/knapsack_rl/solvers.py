@@ -124,7 +124,9 @@ def _bracket(fn: GainFn, caps: np.ndarray, w: np.ndarray | None, budget: float, 
     extremes = False
     s_a = 0.0
     s_b = total = float(caps.sum()) if unit else float((w * caps).sum())
-    limit = max(_CANDIDATE_FLOOR, m // 8)
+    # units left to enumerate at the end; wider with costs, where the candidates also
+    # feed the fill step of solve_concave_costs (more of them, better fill)
+    limit = max(_CANDIDATE_FLOOR, m // 8) if unit else max(2 * _CANDIDATE_FLOOR, m // 2)
     margin = limit / 4.0
     if unit:
         margin = max(margin, 1.0)
