@@ -69,8 +69,11 @@ class TrainConfig(_ConfigMixin):
         "output folder: config.json, metrics.jsonl, allocations.jsonl, checkpoint.pt, eval.jsonl",
     )
     seed: int = _f(0, "seed for the task, the prompt order, sampling and initialisation")
-    steps: int = _f(60, "RL steps (one batch of prompts each)")
-    threads: int = _f(2, "torch CPU threads (torch.set_num_threads)")
+    steps: int = _f(100, "RL steps (one batch of prompts each)")
+    threads: int = _f(
+        1,
+        "torch CPU threads (torch.set_num_threads); 1 is fastest for the built-in model on shared CPUs",
+    )
     device: str = _f("auto", "'cpu', 'cuda' or 'auto' (cuda when available)")
     resume: bool = _f(
         False, "continue from RUN_DIR/checkpoint.pt (identical to an uninterrupted run)"
@@ -96,7 +99,7 @@ class TrainConfig(_ConfigMixin):
     n_embd: int = _f(128, "built-in model: hidden size")
     n_head: int = _f(4, "built-in model: attention heads")
     n_inner: int = _f(512, "built-in model: MLP inner size")
-    sft_steps: int = _f(600, "built-in model: supervised warm-start steps before RL (0: none)")
+    sft_steps: int = _f(1000, "built-in model: supervised warm-start steps before RL (0: none)")
     sft_batch: int = _f(64, "warm-start batch size (examples)")
     sft_lr: float = _f(3e-3, "warm-start learning rate (AdamW, cosine to 10%)")
     sft_noise: float = _f(
@@ -143,7 +146,7 @@ class TrainConfig(_ConfigMixin):
         32768, "generation memory cap: sequences per chunk * (prompt + new tokens)"
     )
     # optimisation
-    lr: float = _f(5e-4, "RL learning rate (AdamW)")
+    lr: float = _f(3e-4, "RL learning rate (AdamW)")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     updates_per_batch: int = _f(1, "policy updates per batch (PPO epochs)")
     minibatch_rollouts: int = _f(
