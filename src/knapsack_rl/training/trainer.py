@@ -163,7 +163,7 @@ class Trainer:
             self.model, self.tok, self.model_kind = load_policy(cfg, self.device)
         except FileNotFoundError as e:
             raise TrainError(str(e)) from None
-        self.model.train()
+        self.model.eval()  # RL runs without dropout, so sampling and update see the same policy
         self.n_params = count_parameters(self.model)
         self.prompt_ids = [self.tok.prompt_ids(e.prompt) for e in self.pool]
         self.opt = torch.optim.AdamW(
@@ -270,7 +270,7 @@ class Trainer:
             device=self.device,
             progress=cfg.progress,
         )
-        self.model.train()
+        self.model.eval()
         return self.sft_losses
 
     # ------------------------------------------------------------------ data
@@ -393,7 +393,7 @@ class Trainer:
                         old[j] = token_logprobs(self.model, b, self.device, cfg.temperature)
                     if self.ref is not None:
                         ref[j] = token_logprobs(self.ref, b, self.device, cfg.temperature)
-        self.model.train()
+        self.model.eval()  # gradients flow; dropout (if the model has any) stays off
         tot_loss = tot_clip = tot_kl = gn = 0.0
         for _ in range(cfg.updates_per_batch):
             self.opt.zero_grad(set_to_none=True)
@@ -445,7 +445,6 @@ class Trainer:
             )
         except ValueError as e:
             raise TrainError(f"reward function during evaluation: {e}") from None
-        self.model.train()
         return {"step": self.step_idx, "rollouts_total": self.rollouts_total, **res}
 
     # ------------------------------------------------------------------ persistence
