@@ -259,3 +259,14 @@ def test_kl_and_multiple_updates_run(tmp_path):
     m = _lines(tmp_path / "run" / "metrics.jsonl")
     assert m[0]["trained_rollouts"] == 16  # with KL every rollout enters the loss
     assert np.isfinite([x["loss"] for x in m]).all()
+
+
+def test_missing_logger_is_a_clear_error(tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed")
+    rc = train_main(["--run-dir", str(tmp_path / "r"), "--tensorboard", "--threads", "1"])
+    assert rc == 2
+    assert "tensorboard: not installed" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
