@@ -270,3 +270,21 @@ def test_missing_logger_is_a_clear_error(tmp_path, capsys):
     assert rc == 2
     assert "tensorboard: not installed" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_jsonl_task_runs_with_builtin_model(tmp_path):
+    rows = [{"prompt": f"{i}+{j}=", "answer": str(i + j)} for i in range(10) for j in range(10)]
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    cfg = tiny(
+        tmp_path,
+        task="jsonl",
+        dataset=str(data),
+        reward="exact_match",
+        steps=2,
+        eval_every=0,
+        save_every=0,
+    )
+    out = Trainer(cfg).run()
+    assert out["steps"] == 2 and out["rollouts_total"] == 32
+    assert "greedy" in out["final_eval"]
