@@ -133,6 +133,7 @@ def _warmstart(cfg: DemoConfig, out: Path, log) -> Path:
             "sft_batch",
             "sft_lr",
             "sft_examples",
+            "sft_noise",
             "digits",
             "terms",
             "operators",
