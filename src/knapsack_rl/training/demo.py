@@ -204,6 +204,8 @@ def summarise(runs: dict[str, dict]) -> dict:
     key = _acc_key(next(iter(runs.values()))["eval"][-1])
     ref = runs.get("uniform")
     target = ref["eval"][-1][key] if ref and ref["eval"] else None
+    if target is not None and target <= ref["eval"][0][key]:
+        target = None  # uniform ended at or below its start: "rollouts to reach it" means nothing
     for m, r in runs.items():
         mt, ev = r["metrics"], r["eval"]
         egr = float(np.mean([x["effective_gradient_ratio"] for x in mt])) if mt else 0.0

@@ -265,7 +265,7 @@ def sft_warmstart(
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, desc="warm-start", leave=False)
+        it = tqdm(it, desc="warm-start", leave=False, disable=None)  # off when not a TTY
     for _ in it:
         idx = torch.randint(len(examples), (batch_size,), generator=gen).tolist()
         batch = build_sequences(

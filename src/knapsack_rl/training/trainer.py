@@ -539,7 +539,11 @@ class Trainer:
                 from tqdm import tqdm
 
                 bar = tqdm(
-                    total=cfg.steps, initial=self.step_idx, desc=f"{cfg.method}", leave=False
+                    total=cfg.steps,
+                    initial=self.step_idx,
+                    desc=f"{cfg.method}",
+                    leave=False,
+                    disable=None,  # off when not a TTY (CI logs)
                 )
             while self.step_idx < cfg.steps:
                 rec, arec = self.step()
