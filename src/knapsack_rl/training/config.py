@@ -106,24 +106,29 @@ class TrainConfig(_ConfigMixin):
         0.3,
         "warm-start: share of targets replaced by a wrong answer (a noisy teacher RL can correct)",
     )
-    sft_examples: int = _f(4000, "warm-start examples (train split, disjoint from the test split)")
+    sft_examples: int = _f(
+        50000,
+        "warm-start examples (train split, disjoint from the test split; many, so SFT generalises)",
+    )
     # task
     task: str = _f(
         "arithmetic", "'arithmetic' (built-in), 'jsonl' (DATASET) or 'reasoning_gym' (RG_NAME)"
     )
-    digits: tuple[int, ...] = _f((1, 1, 2, 2), "arithmetic: operand digits per level (comma list)")
-    terms: tuple[int, ...] = _f((2, 3, 2, 2), "arithmetic: terms per level (comma list)")
+    digits: tuple[int, ...] = _f((1, 1, 1, 2), "arithmetic: operand digits per level (comma list)")
+    terms: tuple[int, ...] = _f((2, 2, 3, 2), "arithmetic: terms per level (comma list)")
     operators: tuple[str, ...] = _f(
-        ("+", "+", "+", "-"), "arithmetic: operators per level (comma list of strings over '+-*')"
+        ("+", "-", "+", "+"), "arithmetic: operators per level (comma list of strings over '+-*')"
     )
     dataset: str | None = _f(None, "jsonl: training file of {prompt, answer} rows")
     test_dataset: str | None = _f(None, "jsonl: held-out file (default: a hashed 10% of DATASET)")
     rg_name: str = _f("basic_arithmetic", "reasoning_gym: generator name")
     reward: str = _f("auto", "'auto' (task default), 'exact_match' or 'math_verify'")
     train_prompts: int = _f(
-        256, "size of the training prompt pool (prompts are revisited each epoch)"
+        2048,
+        "size of the training prompt pool (prompts are revisited each epoch; large enough that "
+        "RL generalises rather than memorises, small enough that trackers see prompts again)",
     )
-    eval_prompts: int = _f(200, "held-out prompts for evaluation")
+    eval_prompts: int = _f(400, "held-out prompts for evaluation")
     # allocation
     method: str = _f("knapsack", f"allocation method: {', '.join(METHODS)}")
     tracker: str = _f(
