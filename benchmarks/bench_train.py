@@ -12,7 +12,7 @@ then every method with the same total rollout budget):
 - allocation time as a share of step time.
 
 Usage:
-    .venv/bin/python benchmarks/bench_train.py --seeds 0 1 2 --steps 100 --out runs/bench_train
+    .venv/bin/python benchmarks/bench_train.py --seeds 0 1 2 --out runs/bench_train
 Writes OUT/bench_train.json and prints a Markdown table.
 """
 
@@ -74,7 +74,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument(
+        "--steps", type=int, default=None, help="RL steps per method (default: the demo's)"
+    )
     ap.add_argument("--methods", default="uniform,knapsack,bayes")
     ap.add_argument("--out", default="runs/bench_train")
     ap.add_argument("--threads", type=int, default=1)
@@ -82,6 +84,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     from transformers.utils import logging as hf_logging
 
+    from knapsack_rl.atomic import atomic_write_text
     from knapsack_rl.training.demo import DemoConfig, rollouts_to_reach, run_demo
 
     hf_logging.set_verbosity_error()
@@ -92,7 +95,7 @@ def main() -> None:
         cfg = DemoConfig(
             out=str(out / f"seed{seed}"),
             seed=seed,
-            steps=args.steps,
+            **({"steps": args.steps} if args.steps else {}),
             threads=args.threads,
             methods=tuple(args.methods.split(",")),
             progress=False,
@@ -133,13 +136,13 @@ def main() -> None:
         print(json.dumps(row, indent=1), flush=True)
     summary = {
         "seeds": per_seed,
-        "steps": args.steps,
+        "steps": args.steps or DemoConfig().steps,
         "seconds": time.perf_counter() - t_all,
         "machine": f"{platform.processor() or platform.machine()}, {platform.system()}, "
         f"python {platform.python_version()}, threads {args.threads}",
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_train.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "bench_train.json", json.dumps(summary, indent=2))
     methods = [m for m in args.methods.split(",") if m != "uniform"]
     print(
         "\n| seed | method | EGR | EGR / uniform | acc start -> final | uniform final | rollouts to uniform final (ratio) | alloc share |"
