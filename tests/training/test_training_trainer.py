@@ -154,6 +154,9 @@ def test_end_to_end_heldout_accuracy_rises(tmp_path):
     ev = _lines(tmp_path / "e2e" / "eval.jsonl")
     start, end = ev[0]["avg@8"], ev[-1]["avg@8"]
     assert end >= start + 0.02, [e["avg@8"] for e in ev]
+    # the policy also gets better on the rewards it is trained on
+    r = [m["reward"] for m in _lines(tmp_path / "e2e" / "metrics.jsonl")]
+    assert sum(r[-5:]) / 5 > sum(r[:5]) / 5 + 0.02, r
 
 
 def _bad_len(prompts, completions, **kw):
