@@ -251,11 +251,12 @@ class Trainer:
         cfg = self.cfg
         if self.model_kind != "builtin" or cfg.sft_steps <= 0:
             return []
-        data = self.task.examples(cfg.sft_examples, "train")
         if isinstance(self.task, ArithmeticTask):  # fresh draws, still disjoint from test
             data = ArithmeticTask(
                 digits=cfg.digits, terms=cfg.terms, operators=cfg.operators, seed=cfg.seed + 7919
             ).examples(cfg.sft_examples, "train")
+        else:
+            data = self.task.examples(cfg.sft_examples, "train")
         if cfg.sft_noise > 0:  # a noisy teacher: some targets are off by a small amount
             rng = random.Random(f"{cfg.seed}:sft-noise")
             data = [_corrupt(e, rng) if rng.random() < cfg.sft_noise else e for e in data]
