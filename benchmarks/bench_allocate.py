@@ -40,9 +40,9 @@ import numpy as np  # noqa: E402
 
 import knapsack_rl  # noqa: E402
 from knapsack_rl import Allocator  # noqa: E402
+from knapsack_rl.allocation.values import paper_value  # noqa: E402
 from knapsack_rl.atomic import atomic_write_text  # noqa: E402
-from knapsack_rl.trackers import PaperTracker, Tracker  # noqa: E402
-from knapsack_rl.values import paper_value  # noqa: E402
+from knapsack_rl.tracking import PaperTracker, Tracker  # noqa: E402
 
 L, U = 2, 128
 SETTINGS = {"a": (256, 2048), "b": (512, 8192), "c": (1_000_000, 8_000_000)}
@@ -122,7 +122,7 @@ def first_version_solver():
 
     def run(p, budget):
         # the first version's knapsack path: p ** n gains gathered per call
-        from knapsack_rl.values import paper_gain
+        from knapsack_rl.allocation.values import paper_gain
 
         valued = np.flatnonzero((p > 0) & (p < 1))
         assert valued.size == p.size

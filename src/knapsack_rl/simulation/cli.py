@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elapsed = time.perf_counter() - t0
     except ValueError as e:  # includes StatsError (file, line, field)
         return _fail(str(e))
-    from knapsack_rl.simulation.report import summary_table, write_report
+    from knapsack_rl.reports.simulation import summary_table, write_report
 
     print(summary_table(result))
     if not args.quiet:

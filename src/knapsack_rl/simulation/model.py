@@ -219,11 +219,11 @@ def load_initial_rates(path: str | os.PathLike) -> InitRates:
     """Read initial success rates from a CSV/JSONL file of ``id`` and ``p``, or
     ``id``, ``successes`` and ``attempts`` (e.g. a real model's evaluation).
 
-    Raises :class:`knapsack_rl.stats_io.StatsError` (a ValueError) naming the
+    Raises :class:`knapsack_rl.allocation.stats.StatsError` (a ValueError) naming the
     file, line and field on any problem; rows with ``attempts = 0`` are an error
     (no estimate).
     """
-    from knapsack_rl.stats_io import StatsError, read_stats
+    from knapsack_rl.allocation.stats import StatsError, read_stats
 
     st = read_stats(path)
     if st.p is not None:

@@ -12,7 +12,7 @@ Built in (all at the budget ``B = batch_prompts * per_prompt`` per step unless n
 
 - ``uniform``: ``per_prompt`` rollouts for each of ``batch_prompts`` prompts.
 - ``knapsack``: exact optimum of the paper's value (``method="knapsack"``),
-  with success rates from a :class:`~knapsack_rl.trackers.WindowTracker`.
+  with success rates from a :class:`~knapsack_rl.tracking.WindowTracker`.
 - ``oracle``: the same with the true success rates (a ceiling, not a method).
 - ``paper``: the reference procedure (``method="paper"``: base allocation,
   fallback, knapsack) with the reference estimator (``PaperTracker``).
@@ -40,7 +40,7 @@ import numpy as np
 
 from knapsack_rl.allocation import Allocator
 from knapsack_rl.simulation.model import ModelConfig, Population
-from knapsack_rl.trackers import Tracker, make_tracker
+from knapsack_rl.tracking import Tracker, make_tracker
 
 __all__ = [
     "Env",
@@ -193,7 +193,7 @@ class AllocatorStrategy(Strategy):
         method: allocation method (``knapsack``, ``paper``, ``bayes``, ``uniform``).
         tracker: tracker kind (``paper``, ``window``, ``beta``), or ``oracle``
             for the true success rates.
-        tracker_kwargs: keyword arguments for :func:`~knapsack_rl.trackers.make_tracker`.
+        tracker_kwargs: keyword arguments for :func:`~knapsack_rl.tracking.make_tracker`.
         allocator_kwargs: extra :class:`~knapsack_rl.Allocator` settings
             (``alpha``, ``cost_rule``, ``negative_n``, ``positive_n``, ``prior``).
         name: display name.

@@ -3,7 +3,7 @@
 ``RUN_DIR/checkpoint.pt`` is written to a temporary name and renamed, so a
 crash never leaves a half-written checkpoint and an error never replaces the
 last good one. The tracker is also saved beside it as ``tracker.npz`` for
-inspection (``knapsack_rl.trackers.load_tracker``).
+inspection (``knapsack_rl.tracking.load_tracker``).
 """
 
 from __future__ import annotations

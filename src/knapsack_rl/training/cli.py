@@ -60,8 +60,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     """``knapsack-rl train``: parse flags/config, train, print the final evaluation."""
     args = list(sys.argv[1:] if argv is None else argv)
     ns = train_parser().parse_args(args)
-    from knapsack_rl.tasks import DatasetError
     from knapsack_rl.training.config import ConfigError, config_from_args
+    from knapsack_rl.training.tasks import DatasetError
 
     try:
         cfg = config_from_args(ns, ns.config)

@@ -179,7 +179,7 @@ class TrainConfig(_ConfigMixin):
             raise ConfigError(
                 f"tracker: unknown {self.tracker!r}; expected one of {', '.join(TRACKER_CHOICES)}"
             )
-        from knapsack_rl.tasks import TASKS
+        from knapsack_rl.training.tasks import TASKS
 
         if self.task not in TASKS:
             raise ConfigError(f"task: unknown {self.task!r}; expected one of {', '.join(TASKS)}")

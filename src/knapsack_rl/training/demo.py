@@ -18,7 +18,7 @@ import numpy as np
 
 from knapsack_rl.allocation import METHODS
 from knapsack_rl.atomic import atomic_write_text
-from knapsack_rl.report import format_table, save_figure, write_html
+from knapsack_rl.reports.html import format_table, save_figure, write_html
 from knapsack_rl.training.config import ConfigError, TrainConfig, _ConfigMixin, _f
 
 __all__ = ["DemoConfig", "run_demo", "rollouts_to_reach", "load_run"]
@@ -246,7 +246,7 @@ def write_report(
     out: Path, cfg: DemoConfig, runs: dict, summary: dict, table: str, seconds: float
 ) -> Path:
     """Plots + ``index.html`` into ``out``."""
-    from knapsack_rl.report import _mpl
+    from knapsack_rl.reports.html import _mpl
 
     plt = _mpl()
     col = _colors()

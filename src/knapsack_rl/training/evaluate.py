@@ -8,8 +8,8 @@ from math import comb
 import numpy as np
 import torch
 
-from knapsack_rl.tasks import Example, check_rewards
 from knapsack_rl.training.sampler import generate
+from knapsack_rl.training.tasks import Example, check_rewards
 
 __all__ = ["pass_at_k", "evaluate"]
 

@@ -33,8 +33,7 @@ import torch
 from knapsack_rl.allocation import Allocator
 from knapsack_rl.atomic import atomic_write_text
 from knapsack_rl.metrics import step_metrics
-from knapsack_rl.tasks import ArithmeticTask, DatasetError, check_rewards, make_task
-from knapsack_rl.trackers import make_tracker
+from knapsack_rl.tracking import make_tracker
 from knapsack_rl.training.checkpoint import (
     CHECKPOINT,
     load_checkpoint,
@@ -46,8 +45,14 @@ from knapsack_rl.training.config import ConfigError, TrainConfig
 from knapsack_rl.training.evaluate import evaluate
 from knapsack_rl.training.grpo import build_sequences, compute_advantages, grpo_loss, token_logprobs
 from knapsack_rl.training.model import count_parameters, load_policy, sft_warmstart
-from knapsack_rl.training.rewards import resolve_reward
 from knapsack_rl.training.sampler import generate
+from knapsack_rl.training.tasks import (
+    ArithmeticTask,
+    DatasetError,
+    check_rewards,
+    make_task,
+    resolve_reward,
+)
 
 __all__ = ["Trainer", "TrainError", "build_task", "train"]
 

@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from knapsack_rl.allocation.stats import StatsError
+from knapsack_rl.allocation.values import info_gain
 from knapsack_rl.simulation.model import (
     PRESETS,
     ModelConfig,
@@ -15,8 +17,6 @@ from knapsack_rl.simulation.model import (
     preset,
     sigmoid,
 )
-from knapsack_rl.stats_io import StatsError
-from knapsack_rl.values import info_gain
 
 
 def fixed_population(p, **overrides) -> Population:

@@ -4,7 +4,7 @@ Section 2 of the spec: ``Value(N, p) = (1 - p^N - (1 - p)^N) * p * (1 - p)^2``.
 Section 5: the same value in expectation under a ``Beta(a, b)`` posterior on p.
 
 Every value here is concave in N, so the exact solvers in
-:mod:`knapsack_rl.solvers` apply. Functions are vectorised over prompts:
+:mod:`knapsack_rl.allocation.solvers` apply. Functions are vectorised over prompts:
 ``n`` and ``p`` (or ``a``, ``b``) broadcast against each other.
 """
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from knapsack_rl import solvers
-from knapsack_rl.solvers import solve_concave, solve_concave_costs
-from knapsack_rl.values import PaperGains, paper_gain
+from knapsack_rl.allocation import solvers
+from knapsack_rl.allocation.solvers import solve_concave, solve_concave_costs
+from knapsack_rl.allocation.values import PaperGains, paper_gain
 
 SETTINGS = settings(max_examples=400, deadline=None)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from knapsack_rl.atomic import atomic_write_text
-from knapsack_rl.report import _mpl, format_table, save_figure, write_html
+from knapsack_rl.reports.html import _mpl, format_table, save_figure, write_html
 from knapsack_rl.simulation.runner import METRICS, SimResult
 
 __all__ = ["TABLE_COLUMNS", "summary_table", "metrics_csv", "write_report"]

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from knapsack_rl.allocation.values import fit_beta_prior
 from knapsack_rl.atomic import atomic_write_bytes
-from knapsack_rl.values import fit_beta_prior
 
 __all__ = [
     "TrackerStats",
@@ -418,7 +418,7 @@ class BetaTracker(Tracker):
     Per prompt, evidence ``(s_i, f_i)`` decays by ``discount`` at each visit
     before the visit's successes and failures are added, so old evidence fades
     as the policy moves. The prior ``Beta(a0, b0)`` is fitted by moments to the
-    evidence of all prompts seen (see :func:`knapsack_rl.values.fit_beta_prior`),
+    evidence of all prompts seen (see :func:`knapsack_rl.allocation.values.fit_beta_prior`),
     or fixed with ``prior=(a0, b0)``. ``p`` is the posterior mean, so unseen
     prompts get the prior mean from step 1; every prompt is ``valid``.
     """

@@ -24,7 +24,7 @@ from knapsack_rl.integrations.trl import (  # noqa: E402
     _check_trl_version,
     grouped_advantages,
 )
-from knapsack_rl.trackers import load_tracker  # noqa: E402
+from knapsack_rl.tracking import load_tracker  # noqa: E402
 
 torch.set_num_threads(1)
 CHARS = "0123456789+-*= "
@@ -384,7 +384,7 @@ def test_example_script_tiny(tmp_path, capsys):
     import json
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "trl_arithmetic.py"
+    path = Path(__file__).resolve().parents[2] / "examples" / "trl_arithmetic.py"
     spec = importlib.util.spec_from_file_location("trl_arithmetic", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from knapsack_rl import allocate
-from knapsack_rl.allocate_cli import main
+from knapsack_rl.allocation.cli import main
 from knapsack_rl.cli import main as top_main
 
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from knapsack_rl.solvers import solve_concave, solve_concave_costs
-from knapsack_rl.values import (
+from knapsack_rl.allocation.solvers import solve_concave, solve_concave_costs
+from knapsack_rl.allocation.values import (
     BayesGains,
     PaperGains,
     bayes_value,

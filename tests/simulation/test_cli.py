@@ -145,7 +145,7 @@ def test_report_is_written_atomically(tmp_path, capsys, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    import knapsack_rl.simulation.report as rep
+    import knapsack_rl.reports.simulation as rep
 
     monkeypatch.setattr(rep, "save_figure", boom)
     capsys.readouterr()

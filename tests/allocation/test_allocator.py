@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import knapsack_rl
-from knapsack_rl import Allocator, allocate, solvers
-from knapsack_rl.values import bayes_value, paper_value
+from knapsack_rl import Allocator, allocate
+from knapsack_rl.allocation import solvers
+from knapsack_rl.allocation.values import bayes_value, paper_value
 
 SETTINGS = settings(max_examples=300, deadline=None)
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from knapsack_rl import Allocator
-from knapsack_rl.trackers import (
+from knapsack_rl.allocation.values import fit_beta_prior
+from knapsack_rl.tracking import (
     BetaTracker,
     PaperTracker,
     Tracker,
@@ -17,7 +18,6 @@ from knapsack_rl.trackers import (
     load_tracker,
     make_tracker,
 )
-from knapsack_rl.values import fit_beta_prior
 
 
 def visit(tracker, pid, rewards):

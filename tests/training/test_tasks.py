@@ -1,11 +1,11 @@
-"""Tests for knapsack_rl.tasks (pure Python: no torch)."""
+"""Tests for knapsack_rl.training.tasks (pure Python: no torch)."""
 
 import json
 import math
 
 import pytest
 
-from knapsack_rl.tasks import (
+from knapsack_rl.training.tasks import (
     ArithmeticTask,
     DatasetError,
     Example,

@@ -14,7 +14,8 @@
 Reward functions follow TRL's convention ``f(prompts, completions, **kwargs) ->
 list[float]`` where dataset columns (here ``answer``) arrive as keyword lists of
 the same length as ``completions``: :func:`exact_match_reward`,
-:func:`math_verify_reward`. This module never imports torch.
+:func:`math_verify_reward`; :func:`resolve_reward` finds one by name. This module
+never imports torch.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ __all__ = [
     "math_verify_reward",
     "completion_text",
     "check_rewards",
+    "REWARDS",
+    "resolve_reward",
 ]
 
 
@@ -285,6 +288,21 @@ def check_rewards(rewards, n: int, name: str = "reward function") -> list[float]
         if not math.isfinite(v):
             raise ValueError(f"{name} returned reward[{k}] = {v} (not finite)")
     return values
+
+
+REWARDS: dict[str, Callable] = {
+    "exact_match": exact_match_reward,
+    "math_verify": math_verify_reward,
+}
+
+
+def resolve_reward(name: str, task) -> Callable:
+    """``auto`` -> the task's own reward; else a function from :data:`REWARDS`."""
+    if name == "auto":
+        return task.reward
+    if name not in REWARDS:
+        raise ValueError(f"reward: unknown {name!r}; expected auto or one of {', '.join(REWARDS)}")
+    return REWARDS[name]
 
 
 # --------------------------------------------------------------------- JSONL

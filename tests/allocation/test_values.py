@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from knapsack_rl.values import (
+from knapsack_rl.allocation.values import (
     PaperGains,
     bayes_gain,
     bayes_value,

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from knapsack_rl.allocation import METHODS, Allocator
-from knapsack_rl.stats_io import FORMATS, PromptStats, StatsError, read_stats, write_table
+from knapsack_rl.allocation.stats import FORMATS, PromptStats, StatsError, read_stats, write_table
 
 __all__ = ["main", "build_parser", "example_batch"]
 
@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.output is None:
         sys.stdout.write(text)
     if args.plot:
-        from knapsack_rl.report import plot_allocation
+        from knapsack_rl.reports.html import plot_allocation
 
         plot_allocation(
             result.p,
