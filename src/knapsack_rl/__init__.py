@@ -5,7 +5,18 @@ Beta functions of ``bayes``) and never imports torch.
 """
 
 from knapsack_rl.allocation import METHODS, Allocation, Allocator, allocate
+from knapsack_rl.allocation.rounds import VALUES, allocate_round
+from knapsack_rl.tracking.planner import RoundPlanner
 
 __version__ = "0.1.0"
 
-__all__ = ["METHODS", "Allocation", "Allocator", "allocate", "__version__"]
+__all__ = [
+    "METHODS",
+    "VALUES",
+    "Allocation",
+    "Allocator",
+    "RoundPlanner",
+    "allocate",
+    "allocate_round",
+    "__version__",
+]

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+
+from knapsack_rl import RoundPlanner
+from knapsack_rl.tracking import make_tracker
+from knapsack_rl.tracking.priors import PriorModel
+
+
+def run_step(planner, ids, budget, p, rng):
+    counts = planner.start(ids, budget)
+    sizes = []
+    while counts is not None:
+        idx = np.repeat(np.arange(len(ids)), counts)
+        planner.record(idx, (rng.random(idx.size) < p[idx]).astype(float))
+        sizes.append(int(counts.sum()))
+        counts = planner.next_round()
+    return sizes, planner.finish()
+
+
+def test_rounds_spend_budget_and_respect_bounds():
+    rng = np.random.default_rng(0)
+    p = np.array([0.0, 0.02, 0.5, 0.98, 1.0, 0.3])
+    planner = RoundPlanner(make_tracker("beta"), rounds=3, pilot=2, min_rollouts=2, max_rollouts=16)
+    ids = [f"q{i}" for i in range(6)]
+    sizes, out = run_step(planner, ids, 48, p, rng)
+    assert len(sizes) == 3 and sum(sizes) == 48 and sizes[0] == 12
+    assert out["attempts"].sum() == 48
+    assert np.all(out["attempts"] >= 2) and np.all(out["attempts"] <= 16)
+    # one tracker visit per prompt with every draw of the step
+    st = planner.tracker.stats(ids)
+    np.testing.assert_allclose(st.attempts, out["attempts"])
+
+
+def test_second_round_goes_to_unbroken_ties():
+    rng = np.random.default_rng(1)
+    p = np.array([0.5] * 8 + [0.05] * 8)
+    planner = RoundPlanner(make_tracker("beta", prior=(1.0, 1.0)), rounds=2, pilot=4)
+    _, out = run_step(planner, list(range(16)), 16 * 8, p, rng)
+    mixed = (out["successes"] > 0) & (out["successes"] < out["attempts"])
+    # under the paper value every extra rollout goes to groups that were all-equal after the pilot
+    assert out["attempts"][:8].mean() < out["attempts"][8:].mean()
+    assert mixed.sum() >= 8
+
+
+def test_pilot_from_prior_gives_confident_prompts_less():
+    tracker = make_tracker("beta", prior=(1.0, 1.0))
+    priors = PriorModel()
+    ids = list(range(10))
+    priors.set_offline(ids[:5], [0.0] * 5)  # known unsolvable offline
+    priors.strength = 50.0
+    planner = RoundPlanner(tracker, rounds=2, pilot="prior", pilot_size=4, priors=priors)
+    counts = planner.start(ids, 80)
+    assert counts[:5].max() < counts[5:].min()
+    assert counts.sum() == 40
+
+
+def test_decay_pulls_stale_prompts_back_to_the_pool():
+    pm = PriorModel(half_life=2.0)
+    pm.mark_seen(["old", "new"], 0)
+    pm.mark_seen(["new"], 10)
+    a, b = pm.priors(["old", "new"], [0.0, 0.0], [8.0, 8.0], step=10)
+    assert b[0] - b[1] < -7  # 10 steps = 5 half-lives: old evidence nearly gone
+    # groups get their own empirical-Bayes pool
+    pm = PriorModel(min_pool=2)
+    pm.set_groups(["e1", "e2", "h1", "h2"], ["easy", "easy", "hard", "hard"])
+    a, b = pm.priors(["e1", "e2", "h1", "h2"], [7, 8, 0, 1], [8, 8, 8, 8], step=0)
+    assert (a / (a + b))[0] > 0.6 and (a / (a + b))[2] < 0.4
+
+
+def test_state_round_trip_and_bad_input():
+    pm = PriorModel()
+    pm.set_offline(["a", ("b", 1)], [0.2, float("nan")])
+    pm.set_groups(["a"], [3])
+    pm.mark_seen([("b", 1)], 4)
+    back = PriorModel.from_state_dict(pm.state_dict())
+    assert back == pm
+    with pytest.raises(ValueError, match="outside"):
+        pm.set_offline(["x"], [1.5])
+    with pytest.raises(ValueError, match="pilot"):
+        RoundPlanner(make_tracker("beta"), pilot=0)
+    with pytest.raises(ValueError, match="budget"):
+        RoundPlanner(make_tracker("beta")).start(["a", "b"], 3)
