@@ -8,7 +8,7 @@ VERL_STAMP := $(VERL_VENV)/.installed
 
 .PHONY: demo test lint bench clean verl-env
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0

@@ -10,6 +10,7 @@ the model's cache. Randomness comes from one explicit ``torch.Generator``
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -104,6 +105,13 @@ def generate(
     )
 
 
+def _cache_name(model) -> str:
+    """The forward argument that takes the KV cache: ``cache`` (transformers >= 5.2x, which
+    deprecates ``past_key_values``) or ``past_key_values`` (older releases)."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 def _generate_chunk(model, prompts, max_new_tokens, eos_id, pad_id, temperature, generator, device):
     B = len(prompts)
     P = max(len(p) for p in prompts)
@@ -114,8 +122,9 @@ def _generate_chunk(model, prompts, max_new_tokens, eos_id, pad_id, temperature,
         att[b, P - len(p) :] = 1
     pos = (att.cumsum(1) - 1).clamp(min=0)
     ids, att, pos = ids.to(device), att.to(device), pos.to(device)
+    cache = _cache_name(model)
     out = model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True)
-    past = out.past_key_values
+    past = out[cache]
     logits = out.logits[:, -1, :]
     next_pos = pos[:, -1:] + 1
     done = torch.zeros(B, dtype=torch.bool)
@@ -139,10 +148,10 @@ def _generate_chunk(model, prompts, max_new_tokens, eos_id, pad_id, temperature,
             input_ids=nxt.unsqueeze(-1).to(device),
             attention_mask=att,
             position_ids=next_pos,
-            past_key_values=past,
             use_cache=True,
+            **{cache: past},
         )
-        past = out.past_key_values
+        past = out[cache]
         logits = out.logits[:, -1, :]
         next_pos = next_pos + 1
     res = []
