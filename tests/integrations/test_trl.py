@@ -105,20 +105,45 @@ def test_version_check():
             _check_trl_version(bad)
 
 
-def test_uniform_equals_stock_grpo(tmp_path):
-    """uniform with rollouts_per_prompt == num_generations: same advantages and loss as TRL."""
+class Scaled(Recorder):
+    """Recorder's reward times 10 (0 or 10): unscaled advantages pass the default clip of 5."""
+
+    __name__ = "digit_parity_x10"
+
+    def __call__(self, prompts, completions, id, **kwargs):
+        return [10.0 * r for r in super().__call__(prompts, completions, id, **kwargs)]
+
+
+SETTINGS = [  # (scale_rewards, multi_objective_aggregation, reward)
+    ("group", "sum_then_normalize", Recorder),
+    ("batch", "sum_then_normalize", Scaled),
+    ("none", "sum_then_normalize", Scaled),
+    ("group", "normalize_then_sum", Scaled),
+]
+
+
+@pytest.mark.parametrize("scale,aggregation,reward", SETTINGS)
+def test_uniform_equals_stock_grpo(tmp_path, scale, aggregation, reward):
+    """uniform with rollouts_per_prompt == num_generations and default settings: same
+    advantages and loss as TRL, under every reward scaling and aggregation."""
     tok, ds = make_tokenizer(), make_dataset(4)
-    kw = dict(per_device_train_batch_size=8, num_generations=4, max_steps=1)
+    kw = dict(
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_steps=1,
+        scale_rewards=scale,
+        multi_objective_aggregation=aggregation,
+    )
     stock = GRPOTrainer(
         model=make_model(),
-        reward_funcs=Recorder(),
+        reward_funcs=reward(),
         args=GRPOConfig(output_dir=str(tmp_path / "stock"), **COMMON, **kw),
         train_dataset=ds,
         processing_class=tok,
     )
     ours = KnapsackGRPOTrainer(
         model=make_model(),
-        reward_funcs=Recorder(),
+        reward_funcs=reward(),
         args=knapsack_args(tmp_path, allocation_method="uniform", rollouts_per_prompt=4, **kw),
         train_dataset=ds,
         processing_class=tok,
@@ -139,6 +164,35 @@ def test_uniform_equals_stock_grpo(tmp_path):
     torch.testing.assert_close(b["advantages"], adv, rtol=0, atol=1e-6)
     torch.testing.assert_close(lb, la, rtol=1e-6, atol=1e-7)
     assert ours.allocation_history[-1]["rollouts"].tolist() == [4, 4]
+    if scale == "none":
+        assert adv.abs().max() > 5  # the case an always-on clip of 5 would change
+
+
+def test_uniform_trains_like_stock_grpo(tmp_path):
+    """Three training steps with a 0/10 reward and scale_rewards='none' (where an always-on
+    advantage clip of 5 used to diverge): same losses and parameters as stock GRPOTrainer."""
+    tok, ds = make_tokenizer(), make_dataset(8)
+    kw = dict(per_device_train_batch_size=8, num_generations=4, max_steps=3, scale_rewards="none")
+    trainers = []
+    for cls, args in (
+        (GRPOTrainer, GRPOConfig(output_dir=str(tmp_path / "stock"), **COMMON, **kw)),
+        (KnapsackGRPOTrainer, knapsack_args(tmp_path, allocation_method="uniform", **kw)),
+    ):  # built and trained one after the other: each seeds the global RNGs when built
+        tr = cls(
+            model=make_model(),
+            reward_funcs=Scaled(),
+            args=args,
+            train_dataset=ds,
+            processing_class=tok,
+        )
+        tr.train()
+        trainers.append(tr)
+    losses = [[h["loss"] for h in tr.state.log_history if "loss" in h] for tr in trainers]
+    assert len(losses[0]) == 3 and losses[0] == pytest.approx(losses[1], rel=1e-5, abs=1e-7)
+    for (k, v), (_, w) in zip(
+        trainers[0].model.state_dict().items(), trainers[1].model.state_dict().items()
+    ):
+        torch.testing.assert_close(w, v, rtol=1e-5, atol=1e-6, msg=k)
 
 
 def hand_advantages(rewards, sizes, clip=5.0):

@@ -136,9 +136,11 @@ class KnapsackGRPOConfig(GRPOConfig):
             success (e.g. the correctness reward when a format reward is also
             used); None uses the weighted sum of all reward functions.
         advantage_clip: clip advantages to ``[-clip, clip]`` (the paper uses 5:
-            a lone success in a group of 93 would otherwise get ~9.6); None
-            disables it. Groups of up to 26 rollouts never reach 5, so with
-            ``num_generations <= 26`` clipping never changes uniform GRPO.
+            a lone success in a group of 93 would otherwise get ~9.6) in steps
+            whose groups differ in size; None disables it. A step whose groups
+            all have the same size keeps TRL's advantages unclipped, so
+            ``allocation_method="uniform"`` equals stock ``GRPOTrainer`` under
+            every ``scale_rewards`` and ``multi_objective_aggregation``.
         prompt_id_column: dataset column that names each prompt for the
             tracker. None uses the ``id`` column when the dataset has one, else
             a hash of the prompt.
@@ -175,7 +177,10 @@ class KnapsackGRPOConfig(GRPOConfig):
         metadata={"help": "Reward function deciding success; None: weighted sum of all."},
     )
     advantage_clip: float | None = field(
-        default=5.0, metadata={"help": "Clip advantages to [-clip, clip]; None: no clipping."}
+        default=5.0,
+        metadata={
+            "help": "Clip advantages to [-clip, clip] in steps with unequal groups; None: never."
+        },
     )
     prompt_id_column: str | None = field(
         default=None,
@@ -453,7 +458,8 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             rollouts,
             scale_rewards=self.scale_rewards,
             multi_objective_aggregation=self.multi_objective_aggregation,
-            clip=self.args.advantage_clip,
+            # equal groups (always under uniform): TRL's advantages exactly, as stock GRPOTrainer
+            clip=self.args.advantage_clip if len(set(rollouts.tolist())) > 1 else None,
         )
         output["advantages"] = adv[start : start + n_local].to(output["advantages"])
         self._logs["advantages"].clear()
