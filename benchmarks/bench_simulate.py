@@ -30,8 +30,39 @@ import numpy as np  # noqa: E402
 
 from knapsack_rl.allocation import Allocator  # noqa: E402
 from knapsack_rl.atomic import atomic_write_text  # noqa: E402
-from knapsack_rl.simulation import DEFAULT_STRATEGIES, preset, run  # noqa: E402
+from knapsack_rl.simulation import DEFAULT_STRATEGIES, paired_differences, preset, run  # noqa: E402
+from knapsack_rl.simulation.cli import PRESET_STEPS  # noqa: E402
 from knapsack_rl.tracking import Tracker  # noqa: E402
+
+#: Sequential strategies (simulation/sequential.py), run next to the default ones.
+SEQUENTIAL = (
+    "rounds-paper",
+    "rounds-informative",
+    "rounds-size",
+    "rounds-coba",
+    "pilot-commit",
+    "reinforce-ada",
+    "reinforce-ada-balance",
+)
+#: Compared with paired differences against uniform, on every preset.
+COMPARED = ("uniform", "knapsack", "paper", "bayes", "ar3po") + SEQUENTIAL
+PAIRED_KEYS = ("mean_p", "all_wrong", "eff_ratio")
+
+
+def _paired_table(rows: list[dict]) -> str:
+    """Markdown: mean over seeds, paired difference vs uniform +- standard error."""
+    cols = ["strategy"]
+    for k in PAIRED_KEYS:
+        cols += [k, f"{k} - uniform"]
+    cols.append("mean_p - uniform, per seed")
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = [r["strategy"]]
+        for k in PAIRED_KEYS:
+            cells += [f"{r[k]:.4f}", f"{r[k + '_diff']:+.4f} +- {r[k + '_se']:.4f}"]
+        cells.append(", ".join(f"{d:+.4f}" for d in r["mean_p_diffs"]))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def _cpu() -> str:
@@ -107,9 +138,11 @@ def main(argv=None) -> int:
 
     # ---- speed (seed 0, all default strategies) ----
     t0 = time.perf_counter()
-    res0 = run(cfg, "all", steps=args.steps, seed=seeds[0])
-    total = time.perf_counter() - t0
-    log(f"speed: all strategies, {args.steps} steps: {total:.2f} s")
+    everything = list(DEFAULT_STRATEGIES) + list(SEQUENTIAL)
+    res0 = run(cfg, everything, steps=args.steps, seed=seeds[0])
+    total_all = time.perf_counter() - t0
+    total = sum(res0.traces[n].seconds for n in DEFAULT_STRATEGIES)
+    log(f"speed: default strategies {total:.2f} s, with the sequential ones {total_all:.2f} s")
     speed_rows = [
         {
             "strategy": n,
@@ -123,10 +156,10 @@ def main(argv=None) -> int:
     log("breakdown done")
 
     # ---- fidelity (all seeds, plus the oracle ceiling) ----
-    results = [res0] + [run(cfg, "all", steps=args.steps, seed=s) for s in seeds[1:]]
+    results = [res0] + [run(cfg, everything, steps=args.steps, seed=s) for s in seeds[1:]]
     oracle = [run(cfg, ["oracle"], steps=args.steps, seed=s) for s in seeds]
     log("fidelity runs done")
-    names = list(DEFAULT_STRATEGIES) + ["oracle"]
+    names = everything + ["oracle"]
     per = {n: [] for n in names}
     for res, orc in zip(results, oracle):
         rows = {r["strategy"]: r for r in res.summary_rows()}
@@ -207,6 +240,14 @@ def main(argv=None) -> int:
         )
     log("variants done")
 
+    # ---- paired differences vs uniform (every preset, same seeds) ----
+    paired = {"paper": paired_differences(results, strategies=COMPARED)}
+    small_steps = PRESET_STEPS["small"]
+    paired["small"] = paired_differences(
+        [run(preset("small"), list(COMPARED), steps=small_steps, seed=s) for s in seeds]
+    )
+    log("paired comparisons done")
+
     cmd = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_simulate.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
@@ -226,7 +267,8 @@ size_exponent = {cfg.size_exponent}, transfer = {cfg.transfer}.
 
 ## Speed ({args.steps} steps, all default strategies, seed {seeds[0]})
 
-Total wall time: **{total:.1f} s** (target: < 60 s).
+Total wall time of the default strategies: **{total:.1f} s** (target: < 60 s);
+with the sequential strategies too: {total_all:.1f} s.
 
 {_md_table(speed_rows, ["strategy", "steps", "seconds", "ms/step"])}
 
@@ -248,6 +290,23 @@ not per rollout); mean_p / solved / all_correct / all_wrong: whole dataset at th
 Calibration check (uniform, last 10% of steps, mean over seeds): all-correct at
 N = 8: {calib[:, 0].mean():.3f}, all-wrong: {calib[:, 1].mean():.3f} (targets about
 0.40 and 0.20), effective-gradient ratio {calib[:, 2].mean():.3f}.
+
+## Paired differences against uniform (seeds {args.seeds})
+
+Every strategy spends the same rollouts as uniform on the same seed (same
+initial population and prompt stream). Columns: the mean over seeds, and the
+mean paired difference against uniform +- its standard error over seeds.
+`mean_p`: final mean success rate over the dataset; `all_wrong`: final share
+of prompts whose N = {cfg.per_prompt} rollouts would all fail (never solved);
+`eff_ratio`: effective-gradient ratio over the run.
+
+Preset `paper` ({args.steps} steps):
+
+{_paired_table(paired["paper"])}
+
+Preset `small` ({small_steps} steps):
+
+{_paired_table(paired["small"])}
 
 ## Model variants (seed {seeds[0]})
 

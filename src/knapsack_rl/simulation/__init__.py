@@ -17,7 +17,13 @@ from knapsack_rl.simulation.model import (
     load_initial_rates,
     preset,
 )
-from knapsack_rl.simulation.runner import SimResult, Trace, run, run_strategy
+from knapsack_rl.simulation.runner import SimResult, Trace, paired_differences, run, run_strategy
+from knapsack_rl.simulation.sequential import (
+    SEQUENTIAL_STRATEGIES,
+    PilotCommitStrategy,
+    ReinforceAdaStrategy,
+    RoundsStrategy,
+)
 from knapsack_rl.simulation.strategies import (
     DEFAULT_STRATEGIES,
     STRATEGIES,
@@ -26,6 +32,8 @@ from knapsack_rl.simulation.strategies import (
     Strategy,
     make_strategy,
 )
+
+STRATEGIES.update(SEQUENTIAL_STRATEGIES)  # registered here: sequential imports strategies
 
 __all__ = [
     "PRESETS",
@@ -38,10 +46,15 @@ __all__ = [
     "Trace",
     "run",
     "run_strategy",
+    "paired_differences",
     "DEFAULT_STRATEGIES",
     "STRATEGIES",
     "Env",
     "StepOutcome",
     "Strategy",
     "make_strategy",
+    "SEQUENTIAL_STRATEGIES",
+    "PilotCommitStrategy",
+    "ReinforceAdaStrategy",
+    "RoundsStrategy",
 ]

@@ -40,7 +40,15 @@ from knapsack_rl.simulation.strategies import (
     make_strategy,
 )
 
-__all__ = ["Trace", "SimResult", "run", "run_strategy", "resolve_strategies", "METRICS"]
+__all__ = [
+    "Trace",
+    "SimResult",
+    "run",
+    "run_strategy",
+    "resolve_strategies",
+    "paired_differences",
+    "METRICS",
+]
 
 METRICS = (
     "step",
@@ -304,3 +312,40 @@ def run(
     return SimResult(
         config=config, seed=int(seed), steps=int(steps), traces=traces, initial=initial
     )
+
+
+def paired_differences(
+    results: Sequence[SimResult],
+    base: str = "uniform",
+    keys: Sequence[str] = ("mean_p", "all_wrong", "eff_ratio"),
+    strategies: Sequence[str] | None = None,
+) -> list[dict]:
+    """Each strategy minus ``base`` on the same seed, over several seeds.
+
+    ``results`` are :class:`SimResult` of different seeds (same configuration),
+    each holding ``base``. Per strategy and key: ``<key>`` (mean over seeds),
+    ``<key>_diff`` (mean paired difference), ``<key>_se`` (its standard error,
+    sd / sqrt(seeds); NaN with one seed) and ``<key>_diffs`` (per seed).
+    ``strategies``: which ones and in what order (default: all, in run order).
+    """
+    if not results:
+        raise ValueError("no results")
+    rows = [{r["strategy"]: r for r in res.summary_rows()} for res in results]
+    if any(base not in r for r in rows):
+        raise ValueError(f"every result must hold the base strategy {base!r}")
+    out = []
+    for name in rows[0] if strategies is None else strategies:
+        if any(name not in r for r in rows):
+            raise ValueError(f"strategy {name!r} is missing from a result")
+        row: dict = {"strategy": name, "seeds": len(rows)}
+        for key in keys:
+            vals = np.array([float(r[name][key]) for r in rows])
+            diffs = vals - np.array([float(r[base][key]) for r in rows])
+            row[key] = float(vals.mean())
+            row[f"{key}_diff"] = float(diffs.mean())
+            row[f"{key}_se"] = (
+                float(diffs.std(ddof=1) / np.sqrt(diffs.size)) if diffs.size > 1 else float("nan")
+            )
+            row[f"{key}_diffs"] = diffs.tolist()
+        out.append(row)
+    return out
