@@ -14,7 +14,7 @@ from knapsack_rl.simulation import (
     run,
     run_strategy,
 )
-from knapsack_rl.simulation.runner import paired_differences
+from knapsack_rl.simulation.runner import paired_differences, rates_from_allocations
 from knapsack_rl.simulation.sequential import (
     ROUNDS_DEFAULT_VALUE,
     SEQUENTIAL_STRATEGIES,
@@ -40,7 +40,7 @@ class RecordingEnv(Env):
 
 
 def _config(**over):
-    return preset("small", prompts=64, batch_prompts=16, **over)
+    return preset("small", **{"prompts": 64, "batch_prompts": 16, **over})
 
 
 def _population(p, cfg=None):
@@ -242,3 +242,24 @@ def test_run_strategy_checks_budget_of_sequential():
     cfg = _config()
     trace = run_strategy(make_strategy("rounds"), Population.create(cfg, seed=0), steps=4)
     assert trace.metrics["rollouts"].tolist() == [cfg.budget] * 4
+
+
+def test_rates_from_allocations(tmp_path):
+    import json
+
+    path = tmp_path / "allocations.jsonl"
+    recs = [
+        {"step": 0, "ids": [1, 2], "rollouts": [8, 8], "successes": [2, 0]},
+        {"step": 1, "ids": [1, 3], "rollouts": [8, 4], "successes": [6, 4]},
+        {"step": 2, "ids": [2], "rollouts": [8], "successes": [8]},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    rates = rates_from_allocations(path, steps=2)
+    assert rates.ids == [1, 2, 3]
+    np.testing.assert_allclose(rates.p, [0.5, 0.0, 1.0])
+    assert rates_from_allocations(path).p[1] == 0.5
+    res = run(_config(prompts=3, batch_prompts=2), ["uniform"], steps=2, init_p=rates.p)
+    assert res.config.prompts == 3
+    path.write_text('{"step": 0, "ids": [1]}\n')
+    with pytest.raises(ValueError, match="line 1"):
+        rates_from_allocations(path)

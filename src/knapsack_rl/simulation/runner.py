@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from knapsack_rl.simulation.model import ModelConfig, Population
+from knapsack_rl.simulation.model import InitRates, ModelConfig, Population
 from knapsack_rl.simulation.strategies import (
     DEFAULT_STRATEGIES,
     Env,
@@ -47,6 +47,7 @@ __all__ = [
     "run_strategy",
     "resolve_strategies",
     "paired_differences",
+    "rates_from_allocations",
     "METRICS",
 ]
 
@@ -349,3 +350,41 @@ def paired_differences(
             row[f"{key}_diffs"] = diffs.tolist()
         out.append(row)
     return out
+
+
+def rates_from_allocations(path, steps: int | None = None) -> InitRates:
+    """Per-prompt success rates measured by a training run, for ``run(init_p=...)``.
+
+    ``path`` is a run's ``allocations.jsonl`` (one record per step with ``step``,
+    ``ids``, ``rollouts`` and ``successes``, as the reference trainer writes it).
+    Successes and rollouts are summed per prompt over the records with
+    ``step < steps`` (all when None); use the early steps, where the policy is
+    closest to the one the simulation starts from. Prompts never rolled out are
+    left out. Raises ValueError naming the file and line on a bad record.
+    """
+    import json
+
+    succ: dict = {}
+    att: dict = {}
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                if steps is not None and int(rec["step"]) >= steps:
+                    continue
+                rows = zip(rec["ids"], rec["rollouts"], rec["successes"], strict=True)
+                for pid, n, k in rows:
+                    key = tuple(pid) if isinstance(pid, list) else pid
+                    att[key] = att.get(key, 0) + int(n)
+                    succ[key] = succ.get(key, 0) + int(k)
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(
+                    f"{path}, line {line_no}: not an allocation record ({e})"
+                ) from None
+    ids = [pid for pid, n in att.items() if n > 0]
+    if not ids:
+        raise ValueError(f"{path}: no rollouts recorded")
+    p = np.array([succ[pid] / att[pid] for pid in ids], dtype=np.float64)
+    return InitRates(ids=ids, p=p, path=str(path))
