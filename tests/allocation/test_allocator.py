@@ -127,7 +127,7 @@ def test_large_batch_certificate():
     rng = np.random.default_rng(5)
     p = rng.uniform(0, 1, 100_000)
     p[:1000] = 0.0
-    res = Allocator().allocate(p, per_prompt=8)
+    res = Allocator().allocate(p, rollouts_per_prompt=8)
     r = res.rollouts
     assert r.sum() == 800_000 and r.min() >= 2 and r.max() <= 128
     gain = paper_value(r + 1, p) - paper_value(r, p)
@@ -269,7 +269,7 @@ def test_token_budget_errors():
 # ------------------------------------------------------------------ uniform
 def test_uniform_split():
     assert allocate([0.1, 0.2, 0.3], budget=11, method="uniform").tolist() == [4, 4, 3]
-    assert allocate([0.1, 0.2], per_prompt=8, method="uniform").tolist() == [8, 8]
+    assert allocate([0.1, 0.2], rollouts_per_prompt=8, method="uniform").tolist() == [8, 8]
 
 
 # ----------------------------------------------------------- paper by hand
@@ -308,7 +308,7 @@ def test_paper_no_effective_prompts_to_zero_prompts():
 
 
 def test_paper_no_effective_no_zero_every_prompt_gets_n():
-    res = paper([1.0, 1.0, 1.0], per_prompt=8)
+    res = paper([1.0, 1.0, 1.0], rollouts_per_prompt=8)
     assert res.rollouts.tolist() == [8, 8, 8]
     assert res.extra["path"] == "no_effective_uniform"
 
@@ -428,9 +428,9 @@ def test_paper_matches_reference_reimplementation(data):
         return
     budget = data.draw(st.integers(lo_b, hi_b))
     with search_knobs(data):
-        res = Allocator(method="paper", min_rollouts=lo, max_rollouts=hi, per_prompt=n).allocate(
-            np.array(p), valid=valid, budget=budget
-        )
+        res = Allocator(
+            method="paper", min_rollouts=lo, max_rollouts=hi, rollouts_per_prompt=n
+        ).allocate(np.array(p), valid=valid, budget=budget)
     got = res.rollouts
     want = np.array(reference_paper(p, valid, budget, lo, hi, n))
     assert got.sum() == budget == want.sum()
@@ -448,7 +448,7 @@ def test_paper_matches_reference_reimplementation(data):
     [
         ({"p": [0.5, 0.5], "budget": 3}, "cannot be met"),
         ({"p": [0.5, 0.5], "budget": 257}, "cannot be met"),
-        ({"p": [0.5, 0.5], "budget": 8, "per_prompt": 4}, "exactly one"),
+        ({"p": [0.5, 0.5], "budget": 8, "rollouts_per_prompt": 4}, "exactly one"),
         ({"p": [0.5, 0.5]}, "exactly one"),
         ({"p": [0.5, 1.5], "budget": 8}, r"p\[1\]"),
         ({"p": [0.5, float("nan")], "budget": 8}, "not finite"),
@@ -467,7 +467,7 @@ def test_bad_inputs(kwargs, match):
 
 
 def test_allocation_object():
-    res = Allocator(per_prompt=8).allocate([0.1, 0.5, 0.9, 1.0])
+    res = Allocator(rollouts_per_prompt=8).allocate([0.1, 0.5, 0.9, 1.0])
     assert isinstance(res, knapsack_rl.Allocation)
     assert len(res) == 4 and res.budget == 32 and res.method == "knapsack"
     assert res.objective == pytest.approx(float(res.value.sum()))

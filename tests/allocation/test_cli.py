@@ -187,3 +187,174 @@ def test_console_script_subprocess(p_csv):
     )
     assert res.returncode == 2
     assert "cannot be met" in res.stderr
+
+
+# --------------------------------------------------------- issue 10, items 1-4
+@pytest.mark.parametrize("form", ["{}", "./sub/../{}", "{}.lnk"])
+def test_output_may_not_be_the_input(tmp_path, monkeypatch, capsys, form):
+    monkeypatch.chdir(tmp_path)
+    for name, text in (("in.csv", "id,p\na,0.5\n"), ("in.jsonl", '{"id": "a", "p": 0.5}\n')):
+        (tmp_path / name).write_text(text)
+        target = form.format(name)
+        if target.endswith(".lnk"):
+            target = "link" + name[2:]
+            (tmp_path / target).symlink_to(tmp_path / name)
+        assert main([name, "--budget", "8", "-o", target]) == 2
+        assert "is the input file" in capsys.readouterr().err
+        assert (tmp_path / name).read_text() == text
+
+
+def _bad_text(kind):
+    if kind == "long-field":
+        return "s.csv", "id,p\n" + "a" * 200_000 + ",0.5\n", "line 2: a field is longer than"
+    if kind == "int-400":
+        return "s.jsonl", '{"id": "a", "p": ' + "9" * 400 + "}\n", "line 1, field 'p'"
+    if kind == "int-5000":
+        return "s.jsonl", '{"id": "a", "p": ' + "9" * 5000 + "}\n", "line 1: not valid JSON"
+    if kind == "nested":
+        return "s.jsonl", "[" * 100_000 + "\n", "line 1: JSON nested too deeply"
+    if kind == "dup-header":
+        return "s.csv", "id,p,p\na,0.3,0.4\n", "line 1: column 'p' appears twice"
+    if kind == "dup-key":
+        return "s.jsonl", '{"id": "a", "p": 0.3, "p": 0.4}\n', "line 1: key 'p' appears twice"
+    if kind == "int-and-str-id":
+        return "s.jsonl", '{"id": 7, "p": 0.3}\n{"id": "7", "p": 0.5}\n', "duplicate id '7'"
+    if kind == "blank-id-jsonl":
+        return "s.jsonl", '{"id": "  ", "p": 0.3}\n', "field 'id': '  ' is not a valid id"
+    if kind == "blank-id-csv":
+        return "s.csv", "id,p\n   ,0.3\n", "field 'id': '   ' is not a valid id"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "long-field",
+        "int-400",
+        "int-5000",
+        "nested",
+        "dup-header",
+        "dup-key",
+        "int-and-str-id",
+        "blank-id-jsonl",
+        "blank-id-csv",
+    ],
+)
+def test_hostile_inputs_one_line_exit_2(tmp_path, capsys, kind):
+    name, text, needle = _bad_text(kind)
+    path = write(tmp_path / name, text)
+    out = tmp_path / "out.csv"
+    assert main([str(path), "--budget", "8", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and name in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_dev_zero_link_does_not_hang(tmp_path, capsys):
+    link = tmp_path / "z.csv"
+    link.symlink_to("/dev/zero")
+    assert main([str(link), "--budget", "8"]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+
+
+def test_bom_csv_is_accepted(tmp_path, capsys):
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeffid,p\na,0.3\nb,0.5\n".encode())
+    assert main([str(path), "--budget", "8"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("a,")
+
+
+def test_csv_ids_are_kept_verbatim(tmp_path, capsys):
+    path = write(tmp_path / "s.csv", "id,p\n 08 ,0.3\n a,0.5\na,0.2\n")
+    assert main([str(path), "--budget", "12"]) == 0
+    ids = [r["id"] for r in csv.DictReader(capsys.readouterr().out.splitlines())]
+    assert ids == [" 08 ", " a", "a"]
+
+
+def test_budget_parsed_as_integer(p_csv, capsys):
+    # paper mode takes any budget (as the reference): the sum is exact, not 2**53
+    assert main([str(p_csv), "--budget", "9007199254740993", "--method", "paper"]) == 0
+    out, err = capsys.readouterr()
+    assert "9007199254740993 rollouts" in err
+    assert sum(int(r["rollouts"]) for r in csv.DictReader(out.splitlines())) == 2**53 + 1
+    assert main([str(p_csv), "--budget", "9007199254740993"]) == 2
+    assert "budget 9007199254740993 cannot be met" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--max", "1e20"], "below 2**62"),
+        (["--max", "1e18"], "max_rollouts must be <= 2**31"),
+    ],
+)
+def test_huge_numbers_exit_2(p_csv, capsys, args, needle):
+    try:
+        code = main([str(p_csv), "--budget", "8", *args])
+    except SystemExit as e:
+        code = e.code
+    assert code == 2
+    assert needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text, prior",
+    [
+        ("id,successes,attempts\na,3,8\nb,5,8\n", ["1e308", "1e308"]),
+        ("id,successes,attempts\na,3e15,8e15\nb,5e15,8e15\n", None),
+    ],
+)
+def test_bayes_extreme_priors_rejected(tmp_path, capsys, text, prior):
+    path = write(tmp_path / "c.csv", text)
+    args = [str(path), "--budget", "16", "--method", "bayes"]
+    if prior:
+        args += ["--prior", *prior]
+    assert main(args) == 2
+    assert "cannot be computed stably" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["parent-is-file", "directory", "plot-parent-is-file"])
+def test_bad_output_paths_checked_before_writing(p_csv, tmp_path, capsys, where):
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir.csv").mkdir()
+    out = tmp_path / "good.csv"
+    args = {
+        "parent-is-file": ["-o", str(tmp_path / "afile" / "o.csv")],
+        "directory": ["-o", str(tmp_path / "adir.csv")],
+        "plot-parent-is-file": ["-o", str(out), "--plot", str(tmp_path / "afile" / "x.png")],
+    }[where]
+    assert main([str(p_csv), "--budget", "8", *args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and ("directory" in err), err
+    assert not out.exists()  # nothing written when a later output is bad
+
+
+@pytest.mark.skipif(
+    not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+    reason="root writes anywhere",
+)
+def test_read_only_output_dir(p_csv, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert main([str(p_csv), "--budget", "8", "-o", str(ro / "o.csv")]) == 2
+        assert "permission denied" in capsys.readouterr().err
+    finally:
+        ro.chmod(0o755)
+
+
+def test_interrupt_during_write_is_one_line(p_csv, tmp_path, capsys, monkeypatch):
+    from knapsack_rl import atomic
+
+    out = tmp_path / "out.csv"
+
+    def interrupted(self, data):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic.Path, "write_bytes", interrupted)
+    assert main([str(p_csv), "--budget", "20", "-o", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "knapsack-rl allocate: interrupted; no output written"
+    assert list(tmp_path.iterdir()) == [p_csv]  # no output, no temporary file

@@ -151,12 +151,19 @@ def test_allocator_strategies_use_the_core_allocator_and_trackers(name, method, 
         inputs = None  # the prompts the step will draw, when inside the current epoch
         if pos + 32 <= order.size:
             ids = order[pos : pos + 32]
-            inputs = s.tracker.allocation_inputs(ids, method)
+            st = s.tracker.stats(ids)
+            # what each method needs, written out (the former per-method mapping)
+            if method == "paper":
+                inputs = {"p": st.p, "valid": st.valid}
+            elif method == "bayes":
+                inputs = {"successes": st.successes, "attempts": st.attempts, "prior": st.prior}
+            else:
+                inputs = {"p": st.p}
         out = s.step(env)
         if inputs is not None:
             expect = (
-                Allocator(method=method, min_rollouts=2, max_rollouts=64, per_prompt=8)
-                .allocate(**inputs, per_prompt=8)
+                Allocator(method=method, min_rollouts=2, max_rollouts=64, rollouts_per_prompt=8)
+                .allocate(**inputs, rollouts_per_prompt=8)
                 .rollouts
             )
             np.testing.assert_array_equal(out.n, expect)
@@ -172,7 +179,7 @@ def test_oracle_uses_true_rates():
     out = s.step(env)
     expect = (
         Allocator(method="knapsack", min_rollouts=2, max_rollouts=64)
-        .allocate(pop.p(out.idx), per_prompt=8)
+        .allocate(pop.p(out.idx), rollouts_per_prompt=8)
         .rollouts
     )
     np.testing.assert_array_equal(out.n, expect)

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from knapsack_rl import Allocator
+from knapsack_rl.allocation.stats import PromptStats
 from knapsack_rl.allocation.values import fit_beta_prior
+from knapsack_rl.io import InputError
 from knapsack_rl.tracking import (
     BetaTracker,
     PaperTracker,
-    Tracker,
+    TrackerStats,
     WindowTracker,
     binarize_rewards,
     load_tracker,
@@ -121,28 +123,80 @@ def test_beta_tracker_empirical_bayes_prior():
     assert (a0, b0) == fit_beta_prior(t._s[:400], t._s[:400] + t._f[:400])
     assert st.p[2] == pytest.approx(a0 / (a0 + b0))  # unseen prompt: the prior mean
     assert 0.15 < st.p[2] < 0.35
-    inputs = t.allocation_inputs([0, 1, "new"], "bayes")
-    assert inputs["prior"] == (a0, b0) and inputs["attempts"][2] == 0
-    r = Allocator(method="bayes").allocate(**inputs, budget=24)
+    assert st.attempts[2] == 0 and st.ids == [0, 1, "new"]
+    r = Allocator(method="bayes").allocate(st, budget=24)
     assert r.rollouts.sum() == 24
+    # the allocator uses the tracker's prior, not one refitted to the batch
+    assert r.prior == (a0, b0)
+    want = Allocator(method="bayes").allocate(
+        successes=st.successes, attempts=st.attempts, prior=(a0, b0), budget=24
+    )
+    assert np.array_equal(r.rollouts, want.rollouts)
+    assert np.allclose(r.p, st.p)
 
 
-def test_allocation_inputs_methods():
+def test_stats_feed_every_method():
     t = PaperTracker()
     t.update(["a"] * 8 + ["b"] * 4, [1, 0] * 4 + [1] * 4)
-    kw = t.allocation_inputs(["a", "b"], "paper")
-    assert kw["valid"].tolist() == [True, False] and kw["p"].tolist() == [0.5, 0.0]
-    assert set(t.allocation_inputs(["a"], "knapsack")) == {"p"}
-    r = Allocator(method="paper").allocate(**kw, budget=16)
+    st = t.stats(["a", "b"])
+    assert isinstance(st, PromptStats) and TrackerStats is PromptStats
+    assert st.valid.tolist() == [True, False] and st.p.tolist() == [0.5, 0.0]
+    assert not hasattr(t, "allocation_inputs")  # trackers know no method names
+    r = Allocator(method="paper").allocate(st, budget=16)
     # base: a 2, b (invalid) n = 8, R = 6; fallback C = floor(3.32) = 3 < 6: surplus 3 to
     # the p_hat = 0 prompts (b, invalid); the knapsack gives a the other 3
     assert r.rollouts.tolist() == [5, 11]
+    # knapsack takes p only (b's p = 0 gets the minimum), bayes the counts
+    k = Allocator().allocate(st, budget=16)
+    assert np.array_equal(k.rollouts, Allocator().allocate(st.p, budget=16).rollouts)
+    b = Allocator(method="bayes").allocate(st, budget=16)
+    want = Allocator(method="bayes").allocate(
+        successes=st.successes, attempts=st.attempts, budget=16
+    )
+    assert np.array_equal(b.rollouts, want.rollouts)
+
+
+# -- test oracles: the plain per-visit updates that the vectorised ones must match
+def _ring_append(buf, j, s):
+    width = buf.width
+    tail = s[-width:]
+    buf.ring[j, (buf.head[j] + np.arange(tail.size)) % width] = tail
+    buf.head[j] = (buf.head[j] + tail.size) % width
+    buf.fill[j] = min(width, buf.fill[j] + tail.size)
+
+
+def _record_paper(t, j, s):
+    buf = t._buf
+    _ring_append(buf, j, s)
+    t._count[j] += s.size
+    if s.size >= t.pool:
+        t._p[j] = float(s.mean())
+    else:
+        t._p[j] = float(buf.ring[j, : buf.fill[j]].mean())  # last `pool` pooled
+
+
+def _record_window(t, j, s):
+    _ring_append(t._buf, j, s)
+
+
+def _record_beta(t, j, s):
+    k = int(s.sum())
+    t._s[j] = t.discount * t._s[j] + k
+    t._f[j] = t.discount * t._f[j] + (s.size - k)
+
+
+_ORACLE = {PaperTracker: _record_paper, WindowTracker: _record_window, BetaTracker: _record_beta}
 
 
 class _PerVisit:
-    """Mixin: record visit by visit (the plain reference path)."""
+    """Mixin: record visit by visit with the oracle above (the plain reference path)."""
 
-    _record_visits = Tracker._record_visits
+    def _record_visits(self, dense, group, succ):
+        order = np.argsort(group, kind="stable")
+        ends = np.cumsum(np.bincount(group, minlength=dense.size))
+        starts = ends - np.bincount(group, minlength=dense.size)
+        for j, a, b in zip(dense.tolist(), starts.tolist(), ends.tolist()):
+            _ORACLE[type(self).__mro__[2]](self, j, succ[order[a:b]])
 
 
 @pytest.mark.parametrize(
@@ -207,8 +261,8 @@ def test_save_load_round_trip(tmp_path, kind, method):
         assert np.array_equal(getattr(s1, f), getattr(s2, f))
     assert s1.prior == s2.prior
     alloc = Allocator(method=method)
-    r1 = alloc.allocate(**t.allocation_inputs(ids, method), budget=8 * 60).rollouts
-    r2 = alloc.allocate(**u.allocation_inputs(ids, method), budget=8 * 60).rollouts
+    r1 = alloc.allocate(t.stats(ids), budget=8 * 60).rollouts
+    r2 = alloc.allocate(u.stats(ids), budget=8 * 60).rollouts
     assert np.array_equal(r1, r2)
     # resuming: the same further updates keep the two identical
     for tr in (t, u):
@@ -267,3 +321,74 @@ def test_make_tracker_errors():
 def test_stats_before_any_update(kind):
     st = make_tracker(kind).stats(["a", 3])
     assert st.p.shape == (2,) and st.attempts.tolist() == [0.0, 0.0]
+
+
+# -------------------------------------------------------- tracker files (issue 10, item 7)
+@pytest.mark.parametrize("kind", ["paper", "window", "beta"])
+def test_tuple_ids_round_trip(tmp_path, kind):
+    t = make_tracker(kind)
+    ids = [("task", 1), ("task", 2), ("other", ("x", 3))]
+    t.update([ids[0]] * 8 + [ids[1]] * 8 + [ids[2]] * 2, [1, 0] * 9)
+    t.save(tmp_path / "t.npz")
+    u = load_tracker(tmp_path / "t.npz")
+    assert ids[0] in u and ids[2] in u
+    assert np.array_equal(t.stats(ids).p, u.stats(ids).p)
+
+
+def _saved(tmp_path, kind="paper"):
+    t = make_tracker(kind)
+    _history(t)
+    path = tmp_path / "t.npz"
+    t.save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"hello, I am a text file\n", b"PK\x03\x04 truncated zip", None],
+    ids=["empty", "text", "bad-zip", "truncated"],
+)
+def test_corrupt_tracker_file_names_the_file(tmp_path, content):
+    path = _saved(tmp_path)
+    if content is None:
+        data = path.read_bytes()
+        content = data[: len(data) // 2]
+    path.write_bytes(content)
+    with pytest.raises(InputError, match="t.npz: not a valid tracker file") as e:
+        load_tracker(path)
+    assert "pickled" not in str(e.value)
+
+
+def test_missing_tracker_file(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        load_tracker(tmp_path / "nope.npz")
+
+
+def _rewrite(path, drop=None, change=None):
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    if drop:
+        del arrays[drop]
+    if change:
+        k, fn = change
+        arrays[k] = fn(arrays[k])
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize(
+    "kind, drop, change, needle",
+    [
+        ("paper", "count", None, "no array 'count'"),
+        ("window", "ring", None, "no array 'ring'"),
+        ("beta", "f", None, "no array 'f'"),
+        ("beta", None, ("s", lambda a: a - 100.0), "negative"),
+        ("paper", None, ("count", lambda a: -a), "negative"),
+        ("window", None, ("fill", lambda a: a[:-1]), "shape"),
+        ("paper", None, ("ring", lambda a: a * 3), "0 and 1"),
+    ],
+)
+def test_inconsistent_tracker_file_rejected(tmp_path, kind, drop, change, needle):
+    path = _saved(tmp_path, kind)
+    _rewrite(path, drop, change)
+    with pytest.raises(InputError, match=needle):
+        load_tracker(path)

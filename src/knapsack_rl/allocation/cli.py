@@ -6,61 +6,38 @@
 
 STATS is .csv or .jsonl with ``id`` and ``p``, or ``successes`` and ``attempts``
 (optional ``valid`` for ``paper``; with counts and no ``valid`` column a row is
-valid when attempts >= 8). OUT (.csv/.jsonl) gets ``id, rollouts, p, value``;
-without ``-o`` the CSV goes to stdout. A summary goes to stderr. Bad input: one
-line naming file, line and field, exit code 2, and no output file written.
+valid when attempts >= 8, the paper tracker's rule). OUT (.csv/.jsonl) gets
+``id, rollouts, p, value``; without ``-o`` the CSV goes to stdout. A summary goes
+to stderr. Bad input or a bad output path: one line naming file, line and field,
+exit code 2, and no output file written (every output path is checked before
+any is written; an output may not be the input). Ctrl-C: one line, exit 130.
 ``--example`` allocates a built-in batch of 256 prompts instead of a file.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from knapsack_rl import defaults
 from knapsack_rl.allocation import METHODS, Allocator
 from knapsack_rl.allocation.stats import FORMATS, PromptStats, StatsError, read_stats, write_table
+from knapsack_rl.cliutil import Parser, check_output, number_arg, same_file
+from knapsack_rl.cliutil import fail as _fail
 
 __all__ = ["main", "build_parser", "example_batch"]
 
 PROG = "knapsack-rl allocate"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _int_arg(name: str):
-    def parse(s: str) -> int:
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
-        if not v.is_integer():
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}")
-        return int(v)
-
-    return parse
-
-
-def _pos_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-    if not np.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {s!r}")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``knapsack-rl allocate``."""
-    p = _Parser(
+    p = Parser(
         prog=PROG,
         description=__doc__.split("\n\n")[0].strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -69,34 +46,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("stats", nargs="?", help="statistics file (.csv or .jsonl)")
     b = p.add_mutually_exclusive_group()
-    b.add_argument("--budget", type=_int_arg("--budget"), help="total rollouts for the batch")
+    b.add_argument(
+        "--budget", type=number_arg(int, "--budget"), help="total rollouts for the batch"
+    )
     b.add_argument(
         "--per-prompt",
-        type=_int_arg("--per-prompt"),
+        type=number_arg(int, "--per-prompt"),
         help="rollouts per prompt on average (budget = N * prompts); "
         "in paper mode also the uniform n of prompts that are not valid",
     )
     p.add_argument(
         "--min",
         dest="min_rollouts",
-        type=_int_arg("--min"),
-        default=2,
-        help="fewest rollouts per prompt (default 2)",
+        type=number_arg(int, "--min"),
+        default=defaults.MIN_ROLLOUTS,
+        help=f"fewest rollouts per prompt (default {defaults.MIN_ROLLOUTS})",
     )
     p.add_argument(
         "--max",
         dest="max_rollouts",
-        type=_int_arg("--max"),
-        default=128,
-        help="most rollouts per prompt (default 128)",
+        type=number_arg(int, "--max"),
+        default=defaults.MAX_ROLLOUTS,
+        help=f"most rollouts per prompt (default {defaults.MAX_ROLLOUTS})",
     )
     p.add_argument("--method", choices=METHODS, default="knapsack", help="allocation method")
     p.add_argument("--cost-column", help="column with each prompt's per-rollout cost (e.g. tokens)")
-    p.add_argument("--token-budget", type=_pos_float, help="total cost budget (with --cost-column)")
+    p.add_argument(
+        "--token-budget",
+        type=number_arg(float, "--token-budget", positive=True),
+        help="total cost budget (with --cost-column)",
+    )
     p.add_argument(
         "--prior",
         nargs=2,
-        type=_pos_float,
+        type=number_arg(float, "--prior", positive=True),
         metavar=("A0", "B0"),
         help="Beta prior for bayes (default: fitted to the file)",
     )
@@ -120,22 +103,27 @@ def example_batch(m: int = 256, seed: int = 0) -> PromptStats:
     successes = np.round(p * attempts)
     return PromptStats(
         ids=[f"q{k:03d}" for k in range(m)],
-        p=None,
         successes=successes,
         attempts=attempts,
-        valid=None,
-        cost=None,
+        valid=attempts >= defaults.MIN_OBSERVATIONS,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``knapsack-rl allocate``; returns the exit code."""
+    """Run ``knapsack-rl allocate``; returns the exit code (0, 2 on bad input, 130 on Ctrl-C)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; no output written", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
 
     def fail(msg: str) -> int:
-        print(f"{PROG}: error: {msg}", file=sys.stderr)
-        return 2
+        return _fail(PROG, msg)
 
     if (args.stats is None) == (not args.example):
         return fail("give a STATS file or --example (not both)")
@@ -151,44 +139,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"--min ({args.min_rollouts}) > --max ({args.max_rollouts})")
     if args.min_rollouts < 1:
         return fail(f"--min must be >= 1, got {args.min_rollouts}")
-    for out, kinds in ((args.output, FORMATS), (args.plot, (".png",))):
-        if out is not None and Path(out).suffix.lower() not in kinds:
+    outputs = [(args.output, FORMATS), (args.plot, (".png",))]
+    for out, kinds in outputs:
+        if out is None:
+            continue
+        if Path(out).suffix.lower() not in kinds:
             return fail(f"{out}: unsupported output type; use {' or '.join(kinds)}")
+        if args.stats is not None and same_file(out, args.stats):
+            return fail(f"{out}: is the input file; choose another output")
+        problem = check_output(out)
+        if problem:
+            return fail(problem)
+    if args.output and args.plot and same_file(args.output, args.plot):
+        return fail(f"{args.plot}: -o and --plot name the same file")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        return fail("--plot needs matplotlib (pip install knapsack-rl[plot])")
     try:
         stats = example_batch() if args.example else read_stats(args.stats, args.cost_column)
     except StatsError as e:
         return fail(str(e))
     source = "built-in example" if args.example else args.stats
     m = len(stats)
-
-    kwargs: dict = {}
-    if stats.p is not None:
-        if args.method == "bayes":
-            return fail(f"{source}: method bayes needs columns 'successes' and 'attempts', not 'p'")
-        kwargs["p"] = stats.p
+    if stats.p is not None and args.method == "bayes":
+        return fail(f"{source}: method bayes needs columns 'successes' and 'attempts', not 'p'")
+    if args.token_budget is None:
+        budget = {"budget": args.budget, "rollouts_per_prompt": args.per_prompt}
     else:
-        kwargs["successes"], kwargs["attempts"] = stats.successes, stats.attempts
-    if args.method == "paper":
-        if stats.valid is not None:
-            kwargs["valid"] = stats.valid
-        elif stats.attempts is not None:
-            kwargs["valid"] = stats.attempts >= 8
-        if stats.p is None:  # paper mode works on p_hat
-            kwargs["p"] = np.where(
-                stats.attempts > 0, stats.successes / np.maximum(stats.attempts, 1), 0.0
-            )
-            del kwargs["successes"], kwargs["attempts"]
-    if args.token_budget is not None:
-        kwargs["cost"], kwargs["token_budget"] = stats.cost, args.token_budget
-    else:
-        kwargs["budget"], kwargs["per_prompt"] = args.budget, args.per_prompt
-    if args.prior is not None:
-        kwargs["prior"] = tuple(args.prior)
+        budget = {"token_budget": args.token_budget}
     try:
         allocator = Allocator(
-            method=args.method, min_rollouts=args.min_rollouts, max_rollouts=args.max_rollouts
+            method=args.method,
+            min_rollouts=args.min_rollouts,
+            max_rollouts=args.max_rollouts,
         )
-        result = allocator.allocate(**kwargs)
+        if args.prior is not None:
+            stats = stats.replace(prior=tuple(args.prior))
+        result = allocator.allocate(stats, **budget)
     except ValueError as e:
         return fail(f"{source}: {e}")
 
@@ -200,20 +186,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if stats.cost is not None:
         columns["cost"] = stats.cost.tolist()
-    text = write_table(columns, args.output)
+    try:
+        text = write_table(columns, args.output)
+    except OSError as e:
+        return fail(f"cannot write {args.output}: {e.strerror or e}")
     if args.output is None:
         sys.stdout.write(text)
     if args.plot:
         from knapsack_rl.reports.html import plot_allocation
 
-        plot_allocation(
-            result.p,
-            result.rollouts,
-            args.plot,
-            label=args.method,
-            uniform=float(result.rollouts.mean()),
-            title=f"{args.method}: {int(result.rollouts.sum())} rollouts over {m} prompts",
-        )
+        try:
+            plot_allocation(
+                result.p,
+                result.rollouts,
+                args.plot,
+                label=args.method,
+                uniform=float(result.rollouts.mean()),
+                title=f"{args.method}: {int(result.rollouts.sum())} rollouts over {m} prompts",
+            )
+        except OSError as e:
+            return fail(f"cannot write {args.plot}: {e.strerror or e}")
     r = result.rollouts
     spent = f"{int(r.sum())} rollouts" + (f" (budget {result.budget})" if result.budget else "")
     if result.token_cost is not None:

@@ -1,6 +1,6 @@
 """Exact solvers for separable concave allocation problems.
 
-The problem (spec section 2): prompt ``i`` may receive ``k_i`` extra units,
+The problem (``docs/method.md``, "The value"): prompt ``i`` may receive ``k_i`` extra units,
 ``0 <= k_i <= caps[i]``; the ``j``-th extra unit (``j = 0, 1, ...``) is worth
 ``gain(j, i) >= 0``, non-increasing in ``j`` (concave value). With unit costs,
 
@@ -26,21 +26,212 @@ With per-unit costs ``cost[i] > 0`` and ``sum_i cost[i] * k_i <= budget``
 greedy-by-ratio solution completed with every candidate unit that still fits,
 and the LP-relaxation upper bound, so the optimality gap is known.
 
+:func:`solve_greedy` is the same optimum written plainly (a heap of marginal
+gains, one unit at a time): read it first; the tests use it as an oracle.
+
+Gain functions are plain callables. A :class:`GainModel` may also narrow the
+search (``count_bounds``) and suggest where to start (``threshold_guess``);
+:class:`GeometricGains` does both for gains that are a sum of two geometric
+series in the unit index (the paper's value is one), and :class:`Guided` lends
+one gain function the starting guess of another.
+
 Nothing here knows about prompts, rewards or files.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GainFn", "solve_concave", "solve_concave_costs", "CostSolution"]
+__all__ = [
+    "GainFn",
+    "GainModel",
+    "GeometricGains",
+    "Guided",
+    "solve_concave",
+    "solve_concave_costs",
+    "solve_greedy",
+    "CostSolution",
+]
 
 #: ``gain(j, idx) -> gains``: gain of unit ``j[k]`` (0-based) of prompt ``idx[k]``.
 GainFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def solve_greedy(gain: GainFn, caps, budget: int) -> np.ndarray:
+    """Reference solver: hand out ``budget`` units one at a time, each to the best
+    marginal gain (ties: lowest prompt index). Exact for concave values; O(budget log M).
+
+    Same contract and same tie rule as :func:`solve_concave`, which is the fast version.
+    """
+    caps = np.asarray(caps, dtype=np.int64)
+    budget = int(budget)
+    if np.any(caps < 0):
+        raise ValueError("caps must be >= 0")
+    if budget < 0 or budget > int(caps.sum()):
+        raise ValueError(f"budget {budget} outside [0, {int(caps.sum())}] (sum of caps)")
+    units = np.zeros_like(caps)
+
+    def push(heap, i):  # offer prompt i's next unit
+        if units[i] < caps[i]:
+            g = float(gain(np.array([units[i]]), np.array([i]))[0])
+            heapq.heappush(heap, (-g, i))
+
+    heap: list = []
+    for i in range(caps.shape[0]):
+        push(heap, i)
+    for _ in range(budget):
+        _, i = heapq.heappop(heap)  # largest gain; ties go to the lower index
+        units[i] += 1
+        push(heap, i)
+    return units
+
+
+class GainModel:
+    """A gain function (``gain(j, idx)``) that can also help the threshold search.
+
+    Both hooks are optional speed-ups; the search is exact without them.
+    """
+
+    def __call__(self, j: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def count_bounds(self, t: float, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray):
+        """Narrow ``[lo, hi]``, known to hold the number of units with gain >= ``t > 0``."""
+        return lo, hi
+
+    def threshold_guess(self, caps: np.ndarray, budget: float) -> float | None:
+        """A level t with about ``budget`` units of gain >= t, or None."""
+        return None
+
+
+class GeometricGains(GainModel):
+    """Gains ``gain(j, i) = c1_i exp(n l1_i) + c2_i exp(n l2_i)``, ``n = offset + j``.
+
+    Both terms are geometric in ``n`` (``l1, l2 <= 0``, ``c1, c2 >= 0``), so the gain
+    is non-increasing, and the count of units above a level has a closed-form
+    model, which :meth:`count_bounds` and :meth:`threshold_guess` use. With the
+    bigger base ``Q = exp(max(l1, l2))`` and its coefficient ``c``,
+    ``c Q^n <= gain(n) <= c Q^n (1 + (c_small / c) (r / Q)^offset)``.
+
+    Args:
+        c1, l1, c2, l2: arrays (M,), the two terms (``-inf`` logs are fine: a term of 0).
+        offset: the ``n`` of unit ``j = 0``.
+        first: if given, (M,) gains of unit 0 instead (must keep gains non-increasing).
+    """
+
+    def __init__(self, c1, l1, c2, l2, offset: int, first: np.ndarray | None = None) -> None:
+        c1, l1, c2, l2 = (np.asarray(x, dtype=np.float64) for x in (c1, l1, c2, l2))
+        self.offset = int(offset)
+        self._first = first
+        # columns: l1, l2, c1, c2 (one gather per call)
+        self._table = np.stack([l1, l2, c1, c2], axis=1)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            one = l1 >= l2
+            log_big = np.where(one, l1, l2)
+            log_small = np.where(one, l2, l1)
+            log_c = np.log(np.where(one, c1, c2))
+            log_cs = np.log(np.where(one, c2, c1))
+            # gain(n) = c Q^n (1 + (c_s / c) (r/Q)^n) <= c Q^n (1 + (c_s / c) (r/Q)^offset)
+            log_up = np.log1p(np.exp(log_cs - log_c + max(self.offset, 1) * (log_small - log_big)))
+        degenerate = ~((log_big < 0) & np.isfinite(log_c) & np.isfinite(log_up))
+        self._log_big = np.where(degenerate, -1.0, log_big)
+        self._log_c = np.where(degenerate, -np.inf, log_c)
+        self._log_up = np.where(degenerate, 0.0, log_up)
+        self._dead = ~((c1 > 0) | (c2 > 0)) | degenerate
+        self._model = None  # (caps, ...) cached by threshold_guess
+
+    def __call__(self, j: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        n = np.asarray(j, dtype=np.float64) + self.offset
+        row = self._table[idx]
+        out = np.exp(n * row[:, 0])
+        out *= row[:, 2]
+        out += row[:, 3] * np.exp(n * row[:, 1])
+        if self._first is not None:
+            out = np.where(n == self.offset, self._first[idx], out)
+        return out
+
+    def count_bounds(self, t: float, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray):
+        """Narrow ``[lo, hi]`` from the two curves around the gain (see the class).
+
+        The bounds are widened by far more than the rounding of either side (so
+        ill-conditioned prompts, with ``ln Q`` near 0, keep ``[lo, hi]``), then
+        clipped to ``[lo, hi]``.
+        """
+        beta = -self._log_big[idx]
+        log_c = self._log_c[idx]
+        lt = math.log(t)
+        with np.errstate(invalid="ignore", over="ignore"):
+            # c Q^n >= t  <=>  n <= (ln c - ln t) / beta; units j = n - offset >= 0
+            x = (log_c - lt) / beta + (1 - self.offset)
+            err = ((abs(lt) + 1.0) + np.abs(log_c)) * 1e-13 / beta + 1e-9 * np.abs(x)
+            a = np.floor(x - err)
+            b = np.floor(x + (self._log_up[idx] + 1e-12) / beta + err)
+        good = err < 1e6  # else (NaN, inf, ln Q ~ 0) keep [lo, hi]
+        a = np.where(good, a, -np.inf)
+        b = np.where(good, b, np.inf)
+        b = np.where(self._dead[idx], -np.inf, b)  # every gain is 0 < t: the count is lo
+        if self._first is not None:  # unit 0 may be worth more (its own value) only
+            b = np.maximum(b, 1.0)
+        new_lo = np.clip(a, lo, hi).astype(np.int64)
+        new_hi = np.clip(b, new_lo, hi).astype(np.int64)
+        return new_lo, new_hi
+
+    def threshold_guess(self, caps: np.ndarray, budget: float) -> float | None:
+        """A level t with about ``budget`` units of gain >= t (continuous model, Newton).
+
+        Large batches use a strided subsample of at most 16384 prompts (a guess only).
+        """
+        m = caps.shape[0]
+        model = self._model
+        if model is None or model[0] is not caps:
+            step = max(1, m // 16384)
+            log_c, log_big, cap = self._log_c[::step], self._log_big[::step], caps[::step]
+            ok = np.isfinite(log_c) & (cap > 0) & (log_big < -1e-12)
+            inv = -1.0 / log_big[ok]
+            # count_i(tau) ~ clip(x_i, 0, cap_i), x_i = (alpha_i - tau) / beta_i - 1/2 =
+            # A_i - tau inv_i: the units on the lower curve c Q^n (the closer one in
+            # practice) with gain >= e^tau, less half a unit for the floor
+            alpha = log_c[ok] + (self.offset - 1) * log_big[ok]
+            big_a = alpha * inv - 0.5
+            model = (caps, cap.shape[0] / m, big_a, inv, cap[ok] * 1.0, alpha, -log_big[ok])
+            self._model = model
+        _, frac, big_a, inv, cap, alpha, beta = model
+        if not cap.size:
+            return None
+        target = budget * frac
+        tau = float(np.mean(alpha - beta * (target / cap.size + 0.5)))  # right for the mean prompt
+        for _ in range(8):
+            x = big_a - tau * inv
+            s = float(np.minimum(np.maximum(x, 0.0), cap).sum())
+            if abs(s - target) < 0.5 + 1e-3 * target:
+                break
+            slope = float(inv[(x > 0) & (x < cap)].sum())
+            if slope <= 0:
+                break
+            tau += (s - target) / slope
+        if not -700.0 < tau < 700.0:  # also catches NaN
+            return None
+        return math.exp(tau)
+
+
+class Guided(GainModel):
+    """``gain``, searched from the starting guess of ``guide`` (a close model of it)."""
+
+    def __init__(self, gain: GainFn, guide: GainModel) -> None:
+        self.gain = gain
+        self.guide = guide
+
+    def __call__(self, j: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return self.gain(j, idx)
+
+    def threshold_guess(self, caps: np.ndarray, budget: float) -> float | None:
+        return self.guide.threshold_guess(caps, budget)
+
 
 _CANDIDATE_FLOOR = 2048  # enumerate the bracket's units once at most this many remain
 _SAMPLE_MIN = 32768  # batches at least this large start from a subsample's threshold
@@ -50,13 +241,12 @@ _SAMPLE_SIZE = 8192
 def _count(fn: GainFn, t: float, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray, probe_hi: bool):
     """Per prompt ``idx[k]``: number of leading units with ``fn >= t``, known in ``[lo, hi]``.
 
-    Narrows ``[lo, hi]`` with ``fn.count_bounds`` when the gain function has one,
+    Narrows ``[lo, hi]`` with ``fn.count_bounds`` when ``fn`` is a :class:`GainModel`,
     probes the likely end first (``hi`` when ``probe_hi``, else ``lo``), then
     bisects what is left. Needs ``fn`` non-increasing in the unit index.
     """
-    bounds = getattr(fn, "count_bounds", None)
-    if bounds is not None and t > 0:
-        lo, hi = bounds(t, idx, lo, hi)
+    if isinstance(fn, GainModel) and t > 0:
+        lo, hi = fn.count_bounds(t, idx, lo, hi)
     out = lo.copy()
     todo = np.flatnonzero(lo < hi)
     if not todo.size:
@@ -133,10 +323,10 @@ def _bracket(fn: GainFn, caps: np.ndarray, w: np.ndarray | None, budget: float, 
     else:
         margin *= float(w[active].mean()) if active.size else 1.0
     guesses = []
-    # A gain function may carry a closed-form model of S (``threshold_guess(caps,
+    # A GainModel may carry a closed-form model of S (``threshold_guess(caps,
     # target)``): we follow it, correcting its bias by the exact counts, until
     # both bracket ends are set. Otherwise large batches start from a subsample.
-    model = getattr(fn, "threshold_guess", None) if guess == "sample" else None
+    model = fn.threshold_guess if guess == "sample" and isinstance(fn, GainModel) else None
     model_target = None
     if model is not None:
         # When the whole budget fits in one enumeration, aim a little above it: one

@@ -1,9 +1,12 @@
-"""Reading prompt-statistics files and writing allocations (CSV or JSONL).
+""":class:`PromptStats`, the one per-prompt statistics type; reading statistics
+files and writing allocations (CSV or JSONL).
 
 A statistics file has a column ``id`` and either ``p`` or ``successes`` and
-``attempts`` (optionally ``valid`` and a cost column). Problems raise
-:class:`StatsError` with a message naming the file, the line and the field.
-Outputs are written atomically.
+``attempts`` (optionally ``valid`` and a cost column). With counts and no
+``valid`` column, a row is valid when ``attempts >= MIN_OBSERVATIONS`` (8, the
+paper tracker's rule). Ids follow one rule in both formats (see :func:`read_stats`).
+Problems raise :class:`StatsError` with a message naming the file, the line and
+the field. Outputs are written atomically.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ import io
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from knapsack_rl import defaults
 from knapsack_rl.atomic import atomic_write_text
+from knapsack_rl.io import InputError, read_records, where
 
 __all__ = ["StatsError", "PromptStats", "read_stats", "write_table", "FORMATS"]
 
@@ -26,87 +31,78 @@ FORMATS = (".csv", ".jsonl")
 _TRUE = {"1", "true", "t", "yes", "y"}
 _FALSE = {"0", "false", "f", "no", "n"}
 
-
-class StatsError(ValueError):
-    """A problem with a statistics file; the message names file, line and field."""
+StatsError = InputError  # a problem with a statistics file (names file, line and field)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PromptStats:
-    """Columns of a statistics file, one entry per prompt in file order.
+    """Per-prompt statistics of one batch: what trackers and statistics files produce,
+    and what :meth:`knapsack_rl.Allocator.allocate` consumes (each method takes what it needs).
 
-    Attributes:
-        ids: prompt ids (str from CSV; str or int from JSONL).
-        p: success rates, or None when counts were given.
-        successes, attempts: float counts, or None when ``p`` was given.
-        valid: bool array when the file has a ``valid`` column, else None.
-        cost: per-rollout cost when a cost column was asked for, else None.
+    Attributes (arrays of shape (M,); any may be None when unknown):
+        p: success-rate estimates in [0, 1] (``knapsack``, ``paper``, ``uniform``).
+        successes, attempts: (effective, possibly fractional) counts behind the
+            estimate (``bayes``; ``p = successes / attempts`` when ``p`` is None).
+        valid: whether each estimate is trusted (``paper``).
+        cost: per-rollout cost (token budgets).
+        prior: ``(a0, b0)`` Beta prior for ``bayes``, floats or (M,) arrays.
+        ids: prompt ids, in order.
     """
 
-    ids: list
-    p: np.ndarray | None
-    successes: np.ndarray | None
-    attempts: np.ndarray | None
-    valid: np.ndarray | None
-    cost: np.ndarray | None
+    p: np.ndarray | None = None
+    successes: np.ndarray | None = None
+    attempts: np.ndarray | None = None
+    valid: np.ndarray | None = None
+    cost: np.ndarray | None = None
+    prior: tuple | None = None
+    ids: list | None = None
 
     def __len__(self) -> int:
-        return len(self.ids)
+        for x in (self.ids, self.p, self.successes, self.attempts):
+            if x is not None:
+                return len(x)
+        return 0
+
+    def replace(self, **changes) -> PromptStats:
+        """A copy with ``changes`` applied."""
+        return replace(self, **changes)
 
 
-def _rows(path: Path):
-    """Yield (line number, dict) from a CSV or JSONL file."""
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise StatsError(f"{path}: unsupported file type {suffix!r}; use .csv or .jsonl")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise StatsError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise StatsError(f"{path}: is a directory, not a file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise StatsError(f"{path}: cannot read ({e})") from None
-    if suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
-        if reader.fieldnames is None:
-            raise StatsError(f"{path}: empty file (no header, no rows)")
-        names = [n.strip() for n in reader.fieldnames]
-        reader.fieldnames = names
-        for row in reader:
-            if None in row:
-                raise StatsError(f"{path}, line {reader.line_num}: more fields than the header has")
-            yield (
-                reader.line_num,
-                {k: (v.strip() if isinstance(v, str) else v) for k, v in row.items()},
-            )
-    else:
-        for k, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise StatsError(f"{path}, line {k}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise StatsError(
-                    f"{path}, line {k}: expected a JSON object, got {type(obj).__name__}"
-                )
-            yield k, obj
+def _text(raw) -> str | None:
+    return raw.strip() if isinstance(raw, str) else raw
 
 
 def _number(path, line, field, raw) -> float:
-    if raw is None or (isinstance(raw, str) and raw == ""):
-        raise StatsError(f"{path}, line {line}, field '{field}': missing value")
+    if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+        raise StatsError(f"{where(path, line, field)}: missing value")
     if isinstance(raw, bool):
-        raise StatsError(f"{path}, line {line}, field '{field}': {raw!r} is not a number")
+        raise StatsError(f"{where(path, line, field)}: {raw!r} is not a number")
     try:
         v = float(raw)
-    except (TypeError, ValueError):
-        raise StatsError(f"{path}, line {line}, field '{field}': {raw!r} is not a number") from None
+    except (TypeError, ValueError, OverflowError):
+        raise StatsError(f"{where(path, line, field)}: {_short(raw)} is not a number") from None
     if not math.isfinite(v):
-        raise StatsError(f"{path}, line {line}, field '{field}': {raw!r} is not a finite number")
+        raise StatsError(f"{where(path, line, field)}: {_short(raw)} is not a finite number")
     return v
+
+
+def _short(raw) -> str:
+    text = repr(raw)
+    return text if len(text) <= 40 else f"{text[:30]}... ({len(text)} characters)"
+
+
+def _id_key(path, line, raw):
+    """The id rule (both formats): an id is kept verbatim, as given. In CSV it is
+    the cell's text; in JSONL a string or an integer. It must contain a
+    non-whitespace character, and two ids are the same when their text is the
+    same (so JSONL ``7`` and ``"7"`` are duplicates, while ``" a"`` and ``"a"`` are not).
+    Returns the comparison key."""
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        raise StatsError(f"{where(path, line, 'id')}: {_short(raw)} is not a valid id")
+    key = str(raw)
+    if not key.strip():
+        raise StatsError(f"{where(path, line, 'id')}: {raw!r} is not a valid id")
+    return key
 
 
 def _bool(path, line, field, raw) -> bool:
@@ -126,7 +122,11 @@ def read_stats(path: str | os.PathLike, cost_column: str | None = None) -> Promp
     Checks: the file exists and is readable and not empty; column ``id`` and
     either ``p`` or ``successes`` + ``attempts`` exist on every row; numbers
     are finite; ``0 <= p <= 1``; counts are >= 0 and ``successes <= attempts``;
-    ids are unique; ``valid`` is a boolean; costs are > 0.
+    ids are unique; ``valid`` is a boolean; costs are > 0; no column or key twice.
+
+    Ids: kept verbatim (no stripping); a CSV id is the cell's text, a JSONL id a
+    string or an integer; an id needs a non-whitespace character; two ids are the
+    same when their text is (JSONL ``7`` and ``"7"`` are duplicates).
     """
     path = Path(path)
     ids: list = []
@@ -134,7 +134,7 @@ def read_stats(path: str | os.PathLike, cost_column: str | None = None) -> Promp
     ps, ss, ns, vs, cs = [], [], [], [], []
     mode = None
     has_valid = None
-    for line, row in _rows(path):
+    for line, row in read_records(path, FORMATS):
         if mode is None:
             if "p" in row:
                 mode = "p"
@@ -150,13 +150,12 @@ def read_stats(path: str | os.PathLike, cost_column: str | None = None) -> Promp
         if "id" not in row:
             raise StatsError(f"{path}, line {line}: missing column 'id'")
         pid = row["id"]
-        if pid is None or pid == "" or isinstance(pid, (dict, list, bool, float)):
-            raise StatsError(f"{path}, line {line}, field 'id': {pid!r} is not a valid id")
-        if pid in seen:
+        key = _id_key(path, line, pid)
+        if key in seen:
             raise StatsError(
-                f"{path}, line {line}, field 'id': duplicate id {pid!r} (first on line {seen[pid]})"
+                f"{where(path, line, 'id')}: duplicate id {pid!r} (first on line {seen[key]})"
             )
-        seen[pid] = line
+        seen[key] = line
         ids.append(pid)
         if mode == "p":
             if "p" not in row:
@@ -195,12 +194,16 @@ def read_stats(path: str | os.PathLike, cost_column: str | None = None) -> Promp
             cs.append(c)
     if not ids:
         raise StatsError(f"{path}: empty file (no rows)")
+    attempts = np.array(ns) if mode == "counts" else None
+    valid = np.array(vs, dtype=bool) if has_valid else None
+    if valid is None and attempts is not None:  # the paper tracker's rule
+        valid = attempts >= defaults.MIN_OBSERVATIONS
     return PromptStats(
         ids=ids,
         p=np.array(ps) if mode == "p" else None,
         successes=np.array(ss) if mode == "counts" else None,
-        attempts=np.array(ns) if mode == "counts" else None,
-        valid=np.array(vs, dtype=bool) if has_valid else None,
+        attempts=attempts,
+        valid=valid,
         cost=np.array(cs) if cost_column is not None else None,
     )
 

@@ -398,8 +398,8 @@ class KnapsackGRPOTrainer(GRPOTrainer):
 
     def allocate_rollouts(self, prompt_ids: list) -> Allocation:
         """Allocate ``len(prompt_ids) * rollouts_per_prompt`` rollouts from the tracker's estimates."""
-        inputs = self.tracker.allocation_inputs(prompt_ids, self.allocator.method)
-        return self.allocator.allocate(**inputs, per_prompt=self.rollouts_per_prompt)
+        stats = self.tracker.stats(prompt_ids)
+        return self.allocator.allocate(stats, rollouts_per_prompt=self.rollouts_per_prompt)
 
     def _generate_single_turn(
         self, prompt_ids, images, multimodal_fields, num_generations, *a, **kw

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from knapsack_rl.allocation import Allocator
+from knapsack_rl.allocation.stats import PromptStats
 from knapsack_rl.simulation.model import ModelConfig, Population
 from knapsack_rl.tracking import Tracker, make_tracker
 
@@ -223,23 +224,24 @@ class AllocatorStrategy(Strategy):
             method=self.method,
             min_rollouts=c.min_rollouts,
             max_rollouts=c.max_rollouts,
-            per_prompt=c.per_prompt,
+            rollouts_per_prompt=c.per_prompt,
             **self.allocator_kwargs,
         )
         self.tracker = None
         if self.tracker_kind != "oracle":
             self.tracker = make_tracker(self.tracker_kind, **self.tracker_kwargs)
 
-    def inputs(self, env: Env, idx: np.ndarray) -> dict:
-        """Keyword arguments for ``Allocator.allocate`` for the prompts ``idx``."""
+    def inputs(self, env: Env, idx: np.ndarray) -> PromptStats:
+        """The statistics ``Allocator.allocate`` takes for the prompts ``idx``."""
         if self.tracker is None:
-            return {"p": env.true_p(idx)}
-        return self.tracker.allocation_inputs(idx, self.method)
+            return PromptStats(p=env.true_p(idx))
+        return self.tracker.stats(idx)
 
     def step(self, env: Env) -> StepOutcome:
         c = env.config
         idx = env.next_prompts(c.batch_prompts)
-        n = self.allocator.allocate(**self.inputs(env, idx), per_prompt=c.per_prompt).rollouts
+        stats = self.inputs(env, idx)
+        n = self.allocator.allocate(stats, rollouts_per_prompt=c.per_prompt).rollouts
         k, flat, rewards = env.rollout(idx, n)
         if self.tracker is not None:
             self.tracker.update(flat, rewards)

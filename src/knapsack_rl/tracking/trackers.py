@@ -2,11 +2,12 @@
 
 A tracker is fed each step's rewards (``update(prompt_ids, rewards)``, one entry
 per rollout; all rollouts of one prompt in one call form that prompt's *visit*)
-and answers, for any list of prompt ids, what the allocation methods need
-(``stats(ids)`` -> :class:`TrackerStats`; ``allocation_inputs(ids, method)`` ->
-keyword arguments for :func:`knapsack_rl.allocate`).
+and answers, for any list of prompt ids, ``stats(ids)`` -> a
+:class:`~knapsack_rl.allocation.stats.PromptStats` (estimates, validity, counts,
+prior), which :meth:`knapsack_rl.Allocator.allocate` takes as it is. Trackers
+know nothing about the allocation methods.
 
-- :class:`PaperTracker`: the reference estimator (spec section 4).
+- :class:`PaperTracker`: the reference estimator (``docs/method.md``).
 - :class:`WindowTracker`: mean of each prompt's last K rewards.
 - :class:`BetaTracker`: discounted Beta posterior per prompt with an
   empirical-Bayes prior fitted to every prompt seen, so unseen prompts have a
@@ -22,13 +23,16 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from knapsack_rl import defaults
+from knapsack_rl.allocation.stats import PromptStats
 from knapsack_rl.allocation.values import fit_beta_prior
 from knapsack_rl.atomic import atomic_write_bytes
+from knapsack_rl.io import InputError
 
 __all__ = [
     "TrackerStats",
@@ -63,22 +67,7 @@ def binarize_rewards(rewards, threshold: float | None = None) -> np.ndarray:
     return (r == 1).astype(np.int8)
 
 
-@dataclass(frozen=True)
-class TrackerStats:
-    """Per-prompt state for a list of ids (arrays of shape (M,)).
-
-    Attributes:
-        p: success-rate estimate in [0, 1].
-        valid: whether the estimate is trusted (enough observations).
-        successes, attempts: (effective) counts behind the estimate.
-        prior: ``(a0, b0)`` Beta prior (``BetaTracker`` only), else None.
-    """
-
-    p: np.ndarray
-    valid: np.ndarray
-    successes: np.ndarray
-    attempts: np.ndarray
-    prior: tuple[float, float] | None = None
+TrackerStats = PromptStats  # deprecated name: trackers return PromptStats
 
 
 class Tracker:
@@ -172,31 +161,12 @@ class Tracker:
             self._record_visits(dense, group, succ)
 
     def _record_visits(self, dense: np.ndarray, group: np.ndarray, succ: np.ndarray) -> None:
-        """Record every visit of one step (default: one :meth:`_record` per visit)."""
-        order = np.argsort(group, kind="stable")
-        ends = np.cumsum(np.bincount(group, minlength=dense.size))
-        starts = ends - np.bincount(group, minlength=dense.size)
-        for j, a, b in zip(dense.tolist(), starts.tolist(), ends.tolist()):
-            self._record(j, succ[order[a:b]])
-
-    def _record(self, j: int, s: np.ndarray) -> None:
+        """Record every visit of one step: ``succ[group == k]`` is prompt ``dense[k]``'s."""
         raise NotImplementedError
 
-    def stats(self, ids: Sequence) -> TrackerStats:
+    def stats(self, ids: Sequence) -> PromptStats:
         """Estimates for ``ids`` (unseen ids get the tracker's default)."""
         raise NotImplementedError
-
-    def allocation_inputs(self, ids: Sequence, method: str) -> dict:
-        """Keyword arguments for :func:`knapsack_rl.allocate` / ``Allocator.allocate``."""
-        st = self.stats(ids)
-        if method == "paper":
-            return {"p": st.p, "valid": st.valid}
-        if method == "bayes":
-            out = {"successes": st.successes, "attempts": st.attempts}
-            if st.prior is not None:
-                out["prior"] = st.prior
-            return out
-        return {"p": st.p}
 
     # -- persistence --------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -219,19 +189,31 @@ class Tracker:
         """Restore from :meth:`state_dict` output (same kind)."""
         if state["kind"] != self.kind:
             raise ValueError(f"state is for a {state['kind']!r} tracker, not {self.kind!r}")
-        ids = [_norm(i) for i in state["ids"]]
+        ids = [_norm(_hashable(i)) for i in state["ids"]]
+        if len(set(ids)) != len(ids):
+            raise ValueError("state has duplicate prompt ids")
         self._ids = ids
         self._index = {pid: k for k, pid in enumerate(ids)}
         self._size = 0
         self._grow(max(len(ids), 64))
         self._size = max(len(ids), 64)
         arrays = self._arrays()
-        for k, v in state["arrays"].items():
-            arrays[k][: len(ids)] = v
-        self._restore_extra(state)
+        given = state["arrays"]
+        for k, dest in arrays.items():
+            if k not in given:
+                raise ValueError(f"state has no array {k!r}")
+            v = np.asarray(given[k])
+            if v.shape != (len(ids),) + dest.shape[1:]:
+                raise ValueError(
+                    f"array {k!r} has shape {v.shape}, expected {(len(ids),) + dest.shape[1:]}"
+                )
+            if not np.all(np.isfinite(v)) or np.any(v < 0):
+                raise ValueError(f"array {k!r} has negative or non-finite entries")
+            dest[: len(ids)] = v
+        self._check_state()
 
-    def _restore_extra(self, state: dict) -> None:
-        pass
+    def _check_state(self) -> None:
+        """Raise ValueError when the loaded arrays are inconsistent."""
 
     def save(self, path) -> None:
         """Write the state to ``path`` (.npz) atomically."""
@@ -242,26 +224,68 @@ class Tracker:
         atomic_write_bytes(path, buf.getvalue())
 
 
-def _ring_write(ring, head, fill, dense, group, succ):
-    """Append each visit's last ``ring.shape[1]`` successes to its prompt's ring buffer.
+class _Ring:
+    """Each prompt's last ``width`` successes (int8 rows), with ``fill`` and ``head``.
 
-    Returns the visit sizes. Same result as appending visit by visit.
+    Shared by :class:`PaperTracker` and :class:`WindowTracker`.
     """
-    width = ring.shape[1]
-    size = np.bincount(group, minlength=dense.size)
-    order = np.argsort(group, kind="stable")
-    g = group[order]
-    start = np.cumsum(size) - size
-    pos = np.arange(g.size) - start[g]  # position within the visit
-    skip = np.maximum(size - width, 0)  # older rollouts that the ring cannot hold
-    keep = pos >= skip[g]
-    g, pos = g[keep], pos[keep] - skip[g[keep]]
-    j = dense[g]
-    ring[j, (head[j] + pos) % width] = succ[order[keep]]
-    tail = size - skip
-    head[dense] = (head[dense] + tail) % width
-    fill[dense] = np.minimum(width, fill[dense] + tail)
-    return size
+
+    def __init__(self, width: int) -> None:
+        self.width = int(width)
+        self.grow(0)
+
+    def grow(self, n: int) -> None:
+        old = getattr(self, "ring", None)
+        ring = np.zeros((n, self.width), dtype=np.int8)
+        fill = np.zeros(n, dtype=np.int64)
+        head = np.zeros(n, dtype=np.int64)
+        if old is not None:
+            k = old.shape[0]
+            ring[:k], fill[:k], head[:k] = old, self.fill, self.head
+        self.ring, self.fill, self.head = ring, fill, head
+
+    def write(self, dense, group, succ) -> np.ndarray:
+        """Append each visit's last ``width`` successes to its prompt's row.
+
+        Returns the visit sizes. Same result as appending visit by visit.
+        """
+        width = self.width
+        size = np.bincount(group, minlength=dense.size)
+        order = np.argsort(group, kind="stable")
+        g = group[order]
+        start = np.cumsum(size) - size
+        pos = np.arange(g.size) - start[g]  # position within the visit
+        skip = np.maximum(size - width, 0)  # older rollouts that the ring cannot hold
+        keep = pos >= skip[g]
+        g, pos = g[keep], pos[keep] - skip[g[keep]]
+        j = dense[g]
+        self.ring[j, (self.head[j] + pos) % width] = succ[order[keep]]
+        tail = size - skip
+        self.head[dense] = (self.head[dense] + tail) % width
+        self.fill[dense] = np.minimum(width, self.fill[dense] + tail)
+        return size
+
+    def counts(self, j: np.ndarray, seen: np.ndarray):
+        """``(successes, attempts)`` in the rows ``j`` (0 where not ``seen``), as floats."""
+        fill = np.where(seen, self.fill[j], 0).astype(np.float64)
+        succ = np.where(seen, self.ring[j].sum(axis=1), 0).astype(np.float64)
+        return succ, fill
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"ring": self.ring, "fill": self.fill, "head": self.head}
+
+    def check(self, n: int) -> None:
+        if np.any(self.ring[:n] > 1):
+            raise ValueError("array 'ring' holds values other than 0 and 1")
+        if np.any(self.fill[:n] > self.width) or np.any(self.head[:n] >= self.width):
+            raise ValueError(f"arrays 'fill'/'head' do not fit a ring of width {self.width}")
+
+
+def _hashable(pid):
+    """Ids come back from JSON with tuples as lists: make them tuples again."""
+    if isinstance(pid, list):
+        return tuple(_hashable(x) for x in pid)
+    return pid
 
 
 def _norm(pid):
@@ -273,7 +297,7 @@ def _norm(pid):
 
 
 class PaperTracker(Tracker):
-    """The reference estimator (spec section 4).
+    """The reference estimator (``docs/method.md``, estimators).
 
     After a visit, p = mean of that visit's rewards; if the visit had fewer than
     ``pool`` (16) rollouts, p = mean of the most recent ``pool`` rewards pooled
@@ -283,69 +307,59 @@ class PaperTracker(Tracker):
 
     kind = "paper"
 
-    def __init__(self, pool: int = 16, min_observations: int = 8, threshold=None) -> None:
+    def __init__(
+        self,
+        pool: int = defaults.POOL,
+        min_observations: int = defaults.MIN_OBSERVATIONS,
+        threshold=None,
+    ) -> None:
         super().__init__(threshold)
         if pool < 1 or min_observations < 1:
             raise ValueError("pool and min_observations must be >= 1")
         self.pool = int(pool)
         self.min_observations = int(min_observations)
+        self._buf = _Ring(self.pool)
         self._grow(0)
 
     def _grow(self, n: int) -> None:
-        old = getattr(self, "_ring", None)
-        ring = np.zeros((n, self.pool), dtype=np.int8)
-        fill = np.zeros(n, dtype=np.int64)
-        head = np.zeros(n, dtype=np.int64)
+        self._buf.grow(n)
         count = np.zeros(n, dtype=np.int64)
         p = np.zeros(n, dtype=np.float64)
+        old = getattr(self, "_count", None)
         if old is not None:
             k = old.shape[0]
-            ring[:k], fill[:k], head[:k] = old, self._fill, self._head
-            count[:k], p[:k] = self._count, self._p
-        self._ring, self._fill, self._head, self._count, self._p = ring, fill, head, count, p
-
-    def _record(self, j: int, s: np.ndarray) -> None:
-        k = s.size
-        if k == 0:
-            return
-        tail = s[-self.pool :]
-        pos = (self._head[j] + np.arange(tail.size)) % self.pool
-        self._ring[j, pos] = tail
-        self._head[j] = (self._head[j] + tail.size) % self.pool
-        self._fill[j] = min(self.pool, self._fill[j] + tail.size)
-        self._count[j] += k
-        if k >= self.pool:
-            self._p[j] = float(s.mean())
-        else:
-            self._p[j] = float(self._ring[j, : self._fill[j]].mean())  # last `pool` pooled
+            count[:k], p[:k] = old, self._p
+        self._count, self._p = count, p
 
     def _record_visits(self, dense, group, succ) -> None:
-        size = _ring_write(self._ring, self._head, self._fill, dense, group, succ)
+        size = self._buf.write(dense, group, succ)
         self._count[dense] += size
         visit_mean = np.bincount(group, weights=succ, minlength=dense.size) / size
-        pooled = self._ring[dense].sum(axis=1) / self._fill[dense]
+        pooled = self._buf.ring[dense].sum(axis=1) / self._buf.fill[dense]
         self._p[dense] = np.where(size >= self.pool, visit_mean, pooled)
 
-    def stats(self, ids: Sequence) -> TrackerStats:
-        j = self._lookup(list(ids), create=False)
+    def stats(self, ids: Sequence) -> PromptStats:
+        ids = list(ids)
+        j = self._lookup(ids, create=False)
         seen = j >= 0
         jj = np.where(seen, j, 0)
         count = np.where(seen, self._count[jj], 0)
         valid = count >= self.min_observations
         p = np.where(valid, self._p[jj], 0.0)
-        fill = np.where(seen, self._fill[jj], 0)
-        succ = np.where(seen, self._ring[jj].sum(axis=1), 0).astype(np.float64)
         # counts behind the pooled window (what bayes would see from this tracker)
-        return TrackerStats(p=p, valid=valid, successes=succ, attempts=fill.astype(np.float64))
+        succ, fill = self._buf.counts(jj, seen)
+        return PromptStats(ids=ids, p=p, valid=valid, successes=succ, attempts=fill)
 
     def _arrays(self):
-        return {
-            "ring": self._ring,
-            "fill": self._fill,
-            "head": self._head,
-            "count": self._count,
-            "p": self._p,
-        }
+        return {**self._buf.arrays(), "count": self._count, "p": self._p}
+
+    def _check_state(self) -> None:
+        n = len(self._ids)
+        self._buf.check(n)
+        if np.any(self._p[:n] > 1):
+            raise ValueError("array 'p' has entries above 1")
+        if np.any(self._buf.fill[:n] > self._count[:n]):
+            raise ValueError("array 'fill' exceeds array 'count'")
 
     def _config(self):
         return {**super()._config(), "pool": self.pool, "min_observations": self.min_observations}
@@ -360,49 +374,44 @@ class WindowTracker(Tracker):
 
     kind = "window"
 
-    def __init__(self, window: int = 32, min_observations: int = 8, threshold=None) -> None:
+    def __init__(
+        self,
+        window: int = defaults.WINDOW,
+        min_observations: int = defaults.MIN_OBSERVATIONS,
+        threshold=None,
+    ) -> None:
         super().__init__(threshold)
         if window < 1 or min_observations < 1:
             raise ValueError("window and min_observations must be >= 1")
         self.window = int(window)
         self.min_observations = int(min_observations)
-        self._grow(0)
+        self._buf = _Ring(self.window)
 
     def _grow(self, n: int) -> None:
-        old = getattr(self, "_ring", None)
-        ring = np.zeros((n, self.window), dtype=np.int8)
-        fill = np.zeros(n, dtype=np.int64)
-        head = np.zeros(n, dtype=np.int64)
-        if old is not None:
-            k = old.shape[0]
-            ring[:k], fill[:k], head[:k] = old, self._fill, self._head
-        self._ring, self._fill, self._head = ring, fill, head
-
-    def _record(self, j: int, s: np.ndarray) -> None:
-        tail = s[-self.window :]
-        pos = (self._head[j] + np.arange(tail.size)) % self.window
-        self._ring[j, pos] = tail
-        self._head[j] = (self._head[j] + tail.size) % self.window
-        self._fill[j] = min(self.window, self._fill[j] + tail.size)
+        self._buf.grow(n)
 
     def _record_visits(self, dense, group, succ) -> None:
-        _ring_write(self._ring, self._head, self._fill, dense, group, succ)
+        self._buf.write(dense, group, succ)
 
-    def stats(self, ids: Sequence) -> TrackerStats:
-        j = self._lookup(list(ids), create=False)
+    def stats(self, ids: Sequence) -> PromptStats:
+        ids = list(ids)
+        j = self._lookup(ids, create=False)
         seen = j >= 0
         jj = np.where(seen, j, 0)
         n = len(self._ids)
-        fill = np.where(seen, self._fill[jj], 0).astype(np.float64)
-        succ = np.where(seen, self._ring[jj].sum(axis=1), 0).astype(np.float64)
-        tot = float(self._fill[:n].sum())
-        default = float(self._ring[:n].sum()) / tot if tot > 0 else 0.5
+        succ, fill = self._buf.counts(jj, seen)
+        tot = float(self._buf.fill[:n].sum())
+        default = float(self._buf.ring[:n].sum()) / tot if tot > 0 else 0.5
         with np.errstate(invalid="ignore", divide="ignore"):
             p = np.where(fill > 0, succ / np.maximum(fill, 1), default)
-        return TrackerStats(p=p, valid=fill >= self.min_observations, successes=succ, attempts=fill)
+        valid = fill >= self.min_observations
+        return PromptStats(ids=ids, p=p, valid=valid, successes=succ, attempts=fill)
 
     def _arrays(self):
-        return {"ring": self._ring, "fill": self._fill, "head": self._head}
+        return self._buf.arrays()
+
+    def _check_state(self) -> None:
+        self._buf.check(len(self._ids))
 
     def _config(self):
         return {
@@ -427,7 +436,7 @@ class BetaTracker(Tracker):
 
     def __init__(
         self,
-        discount: float = 0.9,
+        discount: float = defaults.BETA_DISCOUNT,
         prior: tuple[float, float] | None = None,
         threshold=None,
     ) -> None:
@@ -448,11 +457,6 @@ class BetaTracker(Tracker):
             s[:k], f[:k] = old, self._f
         self._s, self._f = s, f
 
-    def _record(self, j: int, s: np.ndarray) -> None:
-        k = int(s.sum())
-        self._s[j] = self.discount * self._s[j] + k
-        self._f[j] = self.discount * self._f[j] + (s.size - k)
-
     def _record_visits(self, dense, group, succ) -> None:
         k = np.bincount(group, weights=succ, minlength=dense.size)
         size = np.bincount(group, minlength=dense.size)
@@ -466,17 +470,17 @@ class BetaTracker(Tracker):
         n = len(self._ids)
         return fit_beta_prior(self._s[:n], self._s[:n] + self._f[:n])
 
-    def stats(self, ids: Sequence) -> TrackerStats:
-        j = self._lookup(list(ids), create=False)
+    def stats(self, ids: Sequence) -> PromptStats:
+        ids = list(ids)
+        j = self._lookup(ids, create=False)
         seen = j >= 0
         jj = np.where(seen, j, 0)
         s = np.where(seen, self._s[jj], 0.0)
         f = np.where(seen, self._f[jj], 0.0)
         a0, b0 = self.prior()
         p = (a0 + s) / (a0 + b0 + s + f)
-        return TrackerStats(
-            p=p, valid=np.ones(len(j), dtype=bool), successes=s, attempts=s + f, prior=(a0, b0)
-        )
+        valid = np.ones(len(j), dtype=bool)
+        return PromptStats(ids=ids, p=p, valid=valid, successes=s, attempts=s + f, prior=(a0, b0))
 
     def _arrays(self):
         return {"s": self._s, "f": self._f}
@@ -496,13 +500,27 @@ def make_tracker(kind: str, **kwargs) -> Tracker:
 
 
 def load_tracker(path) -> Tracker:
-    """Load a tracker written by :meth:`Tracker.save`."""
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["__meta__"]))
-        arrays = {k: z[k] for k in z.files if k != "__meta__"}
-    cfg = dict(meta["config"])
-    if meta["kind"] == "beta" and cfg.get("prior") is not None:
-        cfg["prior"] = tuple(cfg["prior"])
-    tracker = make_tracker(meta["kind"], **cfg)
-    tracker.load_state_dict({"kind": meta["kind"], "ids": meta["ids"], "arrays": arrays})
+    """Load a tracker written by :meth:`Tracker.save`.
+
+    A file that is not such a tracker (missing, corrupt, truncated, inconsistent)
+    raises :class:`~knapsack_rl.io.InputError` naming the file.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files") or "__meta__" not in z.files:
+                raise ValueError("no tracker metadata")
+            meta = json.loads(str(z["__meta__"]))
+            arrays = {k: z[k] for k in z.files if k != "__meta__"}
+        if not isinstance(meta, dict) or not {"kind", "config", "ids"} <= set(meta):
+            raise ValueError("metadata lacks kind, config or ids")
+        cfg = dict(meta["config"])
+        if meta["kind"] == "beta" and cfg.get("prior") is not None:
+            cfg["prior"] = tuple(cfg["prior"])
+        tracker = make_tracker(meta["kind"], **cfg)
+        tracker.load_state_dict({"kind": meta["kind"], "ids": meta["ids"], "arrays": arrays})
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        reason = "not a .npz file" if "pickled" in str(e) else str(e) or type(e).__name__
+        raise InputError(f"{path}: not a valid tracker file ({reason})") from None
     return tracker

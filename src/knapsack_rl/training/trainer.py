@@ -298,9 +298,8 @@ class Trainer:
         idx = self.batch_indices(self.step_idx)
         ids = [self.pool[i].id for i in idx]
         # 1. allocate
-        inputs = self.tracker.allocation_inputs(ids, cfg.method)
         try:
-            alloc = self.allocator.allocate(**inputs, budget=cfg.step_budget)
+            alloc = self.allocator.allocate(self.tracker.stats(ids), budget=cfg.step_budget)
         except ValueError as e:
             raise TrainError(f"allocation at step {self.step_idx}: {e}") from None
         counts = alloc.rollouts.astype(np.int64)
