@@ -1,0 +1,534 @@
+"""Per-prompt rollout budgets inside verl's v1 PPO trainer, without a fork.
+
+verl 0.9's v1 trainer (``verl/trainer/ppo/v1``) sends each training batch of
+prompts to its agent loop, which draws ``prompt["__rollout_n__"]`` responses per
+prompt when that field is present (``rollout.n`` otherwise), groups them by
+``uid`` and computes GRPO advantages per uid, so groups may differ in size.
+This module adds one trainer, registered with verl's ``register_trainer`` as
+``knapsack``; it keeps verl's sync trainer and changes three things:
+
+1. **Allocation** (``_submit_batch_to_rollout``): before a batch of ``M``
+   prompts goes to the rollout workers, the driver asks its tracker for each
+   prompt's success estimate, allocates ``N_i`` rollouts with
+   ``sum_i N_i = M * rollout.n`` and ``min_rollouts <= N_i <= max_rollouts``,
+   and attaches ``__rollout_n__``. The step's total is verl's own
+   ``train_batch_size * rollout.n``, so mini-batch sizes (``ppo_mini_batch_size
+   * rollout.n``), padding and sequence-length balancing are unchanged.
+2. **Tracking** (``step``): after verl's step, the rewards (``rm_scores``
+   summed over tokens, the final output of each session) are grouped by uid,
+   mapped to the prompt's stable id and fed to the tracker; metrics
+   ``knapsack/effective_gradient_ratio``,
+   ``knapsack/rollouts_per_prompt/{min,mean,max}`` and
+   ``knapsack/allocation_seconds`` go into verl's metrics dict (and so to its
+   ``Tracking`` loggers).
+3. **Checkpoints**: the tracker is written to
+   ``global_step_<k>/knapsack_tracker.npz`` next to verl's actor checkpoint
+   and read back on resume.
+
+Everything runs in the single controller (the TaskRunner actor), so on
+multi-node runs the allocation is computed once and is the same for every worker.
+
+Launch with ``python -m knapsack_rl.integrations.verl <verl overrides>``
+(it checks the settings before Ray starts, then runs verl's ``main_ppo``), or
+with ``python -m verl.trainer.main_ppo trainer.v1.trainer_mode=knapsack
++knapsack.method=...`` and ``VERL_USE_EXTERNAL_MODULES=knapsack_rl.integrations.verl``
+in the environment of every Ray node. Settings live under ``knapsack.*`` (see
+:class:`KnapsackVerlConfig`); bad settings raise :class:`KnapsackConfigError`
+at start-up, before any worker is created.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+# --- knapsack-rl API (kept in one place) ------------------------------------
+from knapsack_rl import Allocator
+from knapsack_rl.allocation import METHODS
+from knapsack_rl.metrics import allocation_stats, effective_gradient_ratio
+from knapsack_rl.tracking import TRACKERS, Tracker, load_tracker, make_tracker
+
+
+def _allocate(allocator: Allocator, tracker: Tracker, ids: list, budget: int):
+    """``Allocation`` for ``ids`` from the tracker's estimates."""
+    return allocator.allocate(tracker.stats(ids), budget=budget)
+
+
+# --- constants ---------------------------------------------------------------
+SUPPORTED_VERL = (">=0.9.1", "<0.10")
+"""The verl release line this module was written against and tested with."""
+
+TRAINER_NAME = "knapsack"
+"""Name under which the trainer is registered (``trainer.v1.trainer_mode``)."""
+
+MODULE = "knapsack_rl.integrations.verl"
+"""What ``VERL_USE_EXTERNAL_MODULES`` must name so that verl registers the trainer."""
+
+TRACKER_FILE = "knapsack_tracker.npz"
+"""Name of the tracker state file inside each ``global_step_<k>`` folder."""
+
+ADV_ESTIMATORS = ("grpo", "grpo_vectorized")
+"""verl advantage estimators that group by uid and accept groups of any size."""
+
+
+class KnapsackConfigError(ValueError):
+    """Settings that cannot work; raised at start-up with every problem listed."""
+
+
+def _check_verl_version(version: str) -> None:
+    from packaging.version import Version
+
+    v = Version(Version(version).base_version)
+    if not Version("0.9.1") <= v < Version("0.10"):
+        raise ImportError(
+            f"{MODULE} supports verl>=0.9.1,<0.10 but verl {version} is installed; "
+            "install a supported release with: pip install 'knapsack-rl[verl]'"
+        )
+
+
+def _verl_version() -> str:
+    try:
+        return metadata.version("verl")
+    except metadata.PackageNotFoundError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"{MODULE} needs verl; install it with: pip install 'knapsack-rl[verl]'"
+        ) from e
+
+
+_check_verl_version(_verl_version())
+
+import torch  # noqa: E402
+import transfer_queue as tq  # noqa: E402
+from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
+from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY, register_trainer  # noqa: E402
+from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync  # noqa: E402
+
+
+# --- settings ----------------------------------------------------------------
+@dataclass
+class KnapsackVerlConfig:
+    """Settings read from the ``knapsack`` node of verl's config (``+knapsack.<name>=...``).
+
+    Attributes:
+        method: allocation method (``knapsack``, ``paper``, ``bayes``, ``uniform``).
+        tracker: success-rate tracker kind (``paper``, ``window``, ``beta``).
+        tracker_kwargs: extra arguments for the tracker (e.g. ``{window: 32}``).
+        min_rollouts: smallest group per prompt (>= 2: verl's GRPO gives a
+            group of one its raw reward as advantage).
+        max_rollouts: largest group per prompt.
+        prompt_id_key: dataset column holding a stable prompt id; ``index``
+            (default) is verl's ``extra_info.index``.
+        success_threshold: a rollout succeeds when its reward >= this.
+    """
+
+    method: str = "knapsack"
+    tracker: str = "paper"
+    tracker_kwargs: dict = field(default_factory=dict)
+    min_rollouts: int = 2
+    max_rollouts: int = 128
+    prompt_id_key: str = "index"
+    success_threshold: float = 0.5
+
+
+def _knapsack_node(config) -> dict:
+    node = config.get("knapsack", None) if hasattr(config, "get") else None
+    if node is None:
+        return {}
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    return dict(node)
+
+
+def check_config(config) -> KnapsackVerlConfig:
+    """Validate verl's config for the knapsack trainer; return the ``knapsack`` settings.
+
+    Raises :class:`KnapsackConfigError` listing every problem found.
+    """
+    problems: list[str] = []
+    node = _knapsack_node(config)
+    known = {f.name for f in fields(KnapsackVerlConfig)}
+    unknown = sorted(set(node) - known)
+    if unknown:
+        problems.append(f"knapsack: unknown setting(s) {unknown}; known: {sorted(known)}")
+    kcfg = KnapsackVerlConfig(**{k: v for k, v in node.items() if k in known})
+    if kcfg.tracker_kwargs is None:
+        kcfg.tracker_kwargs = {}
+
+    if kcfg.method not in METHODS:
+        problems.append(
+            f"knapsack.method: unknown {kcfg.method!r}; expected one of {', '.join(METHODS)}"
+        )
+    if kcfg.tracker not in TRACKERS:
+        problems.append(
+            f"knapsack.tracker: unknown {kcfg.tracker!r}; expected one of {', '.join(TRACKERS)}"
+        )
+    else:
+        try:
+            make_tracker(kcfg.tracker, threshold=kcfg.success_threshold, **kcfg.tracker_kwargs)
+        except (TypeError, ValueError) as e:
+            problems.append(f"knapsack.tracker_kwargs: {e}")
+    if not kcfg.prompt_id_key:
+        problems.append("knapsack.prompt_id_key must name a dataset column (or 'index')")
+
+    trainer = config.trainer
+    if not trainer.get("use_v1", False):
+        problems.append(
+            "trainer.use_v1=false: verl's v0 trainer repeats every prompt rollout.n times and ignores "
+            "per-prompt budgets; set trainer.use_v1=true"
+        )
+    v1 = trainer.get("v1", None) or {}
+    mode = v1.get("trainer_mode", None)
+    if mode != TRAINER_NAME:
+        problems.append(
+            f"trainer.v1.trainer_mode={mode!r}: set trainer.v1.trainer_mode={TRAINER_NAME} "
+            "(the knapsack trainer runs verl's sync mode; the async modes sample prompt groups "
+            "one at a time and have no per-step budget to allocate)"
+        )
+    sampler = v1.get("sampler", None) or {}
+    if sampler.get("sync_refill_failed_groups", False):
+        problems.append(
+            "trainer.v1.sampler.sync_refill_failed_groups=true is not supported with per-prompt budgets"
+        )
+    custom = sampler.get("custom_sampler", None) or {}
+    if custom.get("path") and custom.get("name"):
+        problems.append(
+            "trainer.v1.sampler.custom_sampler is not supported by the knapsack trainer"
+        )
+    filter_groups = config.algorithm.get("filter_groups", None) or {}
+    if filter_groups.get("enable", False):
+        problems.append(
+            "algorithm.filter_groups.enable=true (DAPO refill) is not supported: refilled prompts "
+            "would change the step's rollout total"
+        )
+    adv = str(config.algorithm.adv_estimator)
+    if adv not in ADV_ESTIMATORS:
+        problems.append(
+            f"algorithm.adv_estimator={adv!r}: per-prompt budgets need an estimator that groups by uid "
+            f"and accepts groups of any size ({', '.join(ADV_ESTIMATORS)})"
+        )
+
+    n = int(config.actor_rollout_ref.rollout.n)
+    lo, hi = kcfg.min_rollouts, kcfg.max_rollouts
+    if not isinstance(lo, int) or lo < 2:
+        problems.append(
+            f"knapsack.min_rollouts={lo!r}: must be an integer >= 2 (verl's GRPO gives a group of "
+            "one its raw reward as advantage)"
+        )
+    elif not isinstance(hi, int) or hi < lo:
+        problems.append(f"knapsack.max_rollouts={hi!r}: must be an integer >= min_rollouts ({lo})")
+    elif n < lo:
+        problems.append(
+            f"actor_rollout_ref.rollout.n={n} is too small for knapsack.min_rollouts={lo}: the step's "
+            f"budget is train_batch_size * rollout.n, so every prompt gets {n} on average and cannot "
+            f"get {lo}; raise rollout.n or lower min_rollouts"
+        )
+    elif n > hi:
+        problems.append(
+            f"budget cannot be met: rollout.n={n} > knapsack.max_rollouts={hi}, so "
+            f"train_batch_size * {n} rollouts cannot be spread over the batch; raise max_rollouts"
+        )
+    if problems:
+        raise KnapsackConfigError(
+            "knapsack-rl cannot start verl with these settings:\n  - " + "\n  - ".join(problems)
+        )
+    return kcfg
+
+
+def check_prompt_ids(dataset, key: str) -> None:
+    """Start-up check that ``dataset`` (verl's ``RLHFDataset``) gives each prompt an id under ``key``."""
+    frame = getattr(dataset, "dataframe", None)
+    if frame is None or not hasattr(frame, "column_names"):
+        return  # custom dataset: checked on the first batch instead
+    columns = list(frame.column_names)
+    if key == "index":
+        if "extra_info" not in columns:
+            raise KnapsackConfigError(
+                "knapsack.prompt_id_key=index but the training data has no extra_info column, so "
+                "verl gives every prompt index 0; add extra_info.index or set "
+                f"+knapsack.prompt_id_key=<column> (columns: {columns})"
+            )
+        values = [
+            (e or {}).get("index") if isinstance(e, dict) else None for e in frame["extra_info"]
+        ]
+        missing = sum(v is None for v in values)
+        if missing:
+            raise KnapsackConfigError(
+                f"knapsack.prompt_id_key=index but {missing} of {len(values)} training rows have no "
+                "extra_info.index (verl would give them index 0); add it or set "
+                "+knapsack.prompt_id_key=<column>"
+            )
+    elif key not in columns:
+        raise KnapsackConfigError(
+            f"knapsack.prompt_id_key={key!r}: no such column in the training data (columns: {columns})"
+        )
+    else:
+        values = frame[key]
+    if len(values) > 1 and len(set(map(_hashable, values))) == 1:
+        raise KnapsackConfigError(
+            f"knapsack.prompt_id_key={key!r}: every training row has the same id {values[0]!r}"
+        )
+
+
+def _hashable(v):
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return tuple(np.asarray(v).ravel().tolist())
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _as_list(v) -> list:
+    if isinstance(v, torch.Tensor):
+        return v.tolist()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return [getattr(x, "data", x) for x in v]
+
+
+# --- driver-side state (verl-free apart from the arrays it is given) ----------
+class KnapsackState:
+    """Tracker, allocator and the uid -> prompt-id map of one run (driver side)."""
+
+    def __init__(self, kcfg: KnapsackVerlConfig, rollout_n: int) -> None:
+        self.kcfg = kcfg
+        self.rollout_n = int(rollout_n)
+        self.allocator = Allocator(
+            method=kcfg.method,
+            min_rollouts=kcfg.min_rollouts,
+            max_rollouts=kcfg.max_rollouts,
+            rollouts_per_prompt=self.rollout_n,
+        )
+        self.tracker: Tracker = make_tracker(
+            kcfg.tracker, threshold=kcfg.success_threshold, **kcfg.tracker_kwargs
+        )
+        self._uid_pid: dict[str, Any] = {}
+        self._rollouts: list[np.ndarray] = []
+        self._seconds = 0.0
+
+    def allocate(self, uids: list, prompt_ids: list) -> np.ndarray:
+        """Rollouts per prompt for one submitted batch (sum = ``len(uids) * rollout.n``)."""
+        if len(uids) != len(prompt_ids):
+            raise ValueError(f"{len(uids)} uids but {len(prompt_ids)} prompt ids")
+        budget = len(uids) * self.rollout_n
+        t0 = time.perf_counter()
+        ids = [_hashable(p) for p in prompt_ids]
+        r = np.asarray(_allocate(self.allocator, self.tracker, ids, budget).rollouts, np.int64)
+        self._seconds += time.perf_counter() - t0
+        if int(r.sum()) != budget:  # pragma: no cover - the allocator guarantees it
+            raise RuntimeError(f"allocation sums to {int(r.sum())}, expected {budget}")
+        for uid, pid in zip(uids, ids):
+            self._uid_pid[str(uid)] = pid
+        self._rollouts.append(r)
+        return r
+
+    def observe(self, uids: list, rewards) -> dict[str, float]:
+        """Feed one step's rollouts (uid and reward each) to the tracker; return its metrics."""
+        uids = [str(u) for u in uids]
+        rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
+        known = [u in self._uid_pid for u in uids]
+        pids = [self._uid_pid[u] for u, k in zip(uids, known) if k]
+        if pids:
+            self.tracker.update(pids, rewards[np.asarray(known, bool)])
+        for u in set(uids):
+            self._uid_pid.pop(u, None)
+        metrics: dict[str, float] = {}
+        if uids:
+            metrics["knapsack/effective_gradient_ratio"] = effective_gradient_ratio(uids, rewards)
+        if self._rollouts:
+            stats = allocation_stats(np.concatenate(self._rollouts))
+            for k in ("min", "mean", "max"):
+                metrics[f"knapsack/rollouts_per_prompt/{k}"] = stats[f"rollouts_per_prompt/{k}"]
+            metrics["knapsack/allocation_seconds"] = self._seconds
+        metrics["knapsack/tracked_prompts"] = float(len(self.tracker))
+        self._rollouts, self._seconds = [], 0.0
+        return metrics
+
+    def save(self, folder: str) -> str:
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, TRACKER_FILE)
+        self.tracker.save(path)
+        return path
+
+    def load(self, folder: str) -> bool:
+        path = os.path.join(folder, TRACKER_FILE)
+        if not os.path.exists(path):
+            return False
+        tracker = load_tracker(path)
+        if tracker.kind != self.tracker.kind:
+            raise KnapsackConfigError(
+                f"{path} holds a {tracker.kind!r} tracker but knapsack.tracker={self.kcfg.tracker!r}"
+            )
+        self.tracker = tracker
+        return True
+
+
+def step_rewards(keys: list[str], tags: list[dict], rm_scores) -> tuple[list[str], np.ndarray]:
+    """``(uids, rewards)`` of a step: one entry per session (its final output), padding dropped.
+
+    ``keys`` are verl's ``{uid}_{session}_{index}`` TransferQueue keys and
+    ``rm_scores`` their token-level scores (the reward is their sum, as in
+    verl's GRPO).
+    """
+    final: dict[str, tuple[int, int]] = {}
+    for i, (key, tag) in enumerate(zip(keys, tags)):
+        if tag.get("is_padding", False):
+            continue
+        uid, session, index = key.rsplit("_", 2)
+        skey = f"{uid}_{session}"
+        if skey not in final or final[skey][0] < int(index):
+            final[skey] = (int(index), i)
+    rows = [i for _, i in final.values()]
+    uids = [keys[i].rsplit("_", 2)[0] for i in rows]
+    rewards = np.array([float(rm_scores[i].sum()) for i in rows], dtype=np.float64)
+    return uids, rewards
+
+
+# --- the trainer ---------------------------------------------------------------
+class KnapsackPPOTrainer(PPOTrainerSync):
+    """verl's sync v1 trainer with per-prompt rollout budgets (``trainer.v1.trainer_mode=knapsack``)."""
+
+    def __init__(self, config: DictConfig):
+        self.knapsack_config = check_config(config)
+        # Run as verl's sync trainer: the base class picks the replay buffer, refill
+        # and checkpoint behaviour from the mode name.
+        with open_dict(config):
+            config.trainer.v1.trainer_mode = "sync"
+        super().__init__(config)
+        self.knapsack = KnapsackState(self.knapsack_config, config.actor_rollout_ref.rollout.n)
+
+    # start-up: the prompt-id column
+    def _init_dataloader(self):
+        super()._init_dataloader()
+        check_prompt_ids(self.train_dataset, self.knapsack_config.prompt_id_key)
+
+    # allocation
+    def _submit_batch_to_rollout(self, batch):
+        key = self.knapsack_config.prompt_id_key
+        if key not in batch.keys():
+            raise KnapsackConfigError(
+                f"knapsack.prompt_id_key={key!r}: the training batch has no such field "
+                f"(fields: {sorted(batch.keys())})"
+            )
+        rollouts = self.knapsack.allocate(_as_list(batch["uid"]), _as_list(batch[key]))
+        batch["__rollout_n__"] = torch.as_tensor(rollouts, dtype=torch.int64)
+        return super()._submit_batch_to_rollout(batch)
+
+    # tracking and metrics
+    def step(self, metrics: dict, timing_raw: dict):
+        batch = super().step(metrics, timing_raw)
+        data = tq.kv_batch_get(
+            keys=batch.keys, partition_id=batch.partition_id, select_fields=["rm_scores"]
+        )
+        uids, rewards = step_rewards(list(batch.keys), list(batch.tags), list(data["rm_scores"]))
+        metrics.update(self.knapsack.observe(uids, rewards))
+        return batch
+
+    # checkpoints
+    def _step_folder(self) -> str:
+        return os.path.join(
+            self.config.trainer.default_local_dir, f"global_step_{self.global_steps}"
+        )
+
+    def _save_checkpoint(self):
+        self.knapsack.save(self._step_folder())
+        super()._save_checkpoint()
+
+    def _load_checkpoint(self):
+        super()._load_checkpoint()
+        if self.global_steps <= 0:
+            return
+        if self.config.trainer.resume_mode == "resume_path":
+            folder = os.path.abspath(self.config.trainer.resume_from_path)
+        else:
+            folder = os.path.abspath(self._step_folder())
+        if not self.knapsack.load(folder):
+            print(
+                f"[knapsack-rl] no {TRACKER_FILE} in {folder}: the tracker starts empty",
+                file=sys.stderr,
+            )
+
+
+if TRAINER_REGISTRY.get(TRAINER_NAME) is None:
+    register_trainer(TRAINER_NAME)(KnapsackPPOTrainer)
+
+
+# --- launcher -------------------------------------------------------------------
+def launch_overrides(argv: list[str]) -> list[str]:
+    """verl overrides for a knapsack run: ``knapsack.x=`` becomes ``++knapsack.x=``, the
+    trainer mode defaults to ``knapsack`` and every Ray worker imports this module."""
+    out = []
+    for a in argv:
+        if a.startswith("knapsack."):
+            a = "++" + a
+        out.append(a)
+    if not any(a.lstrip("+").startswith("trainer.v1.trainer_mode=") for a in out):
+        out.append(f"trainer.v1.trainer_mode={TRAINER_NAME}")
+    out.append(
+        f"++ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES={_modules_env()}"
+    )
+    return out
+
+
+def _modules_env() -> str:
+    mods = [m for m in os.environ.get("VERL_USE_EXTERNAL_MODULES", "").split(",") if m]
+    if MODULE not in mods:
+        mods.append(MODULE)
+    return ",".join(mods)
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """verl's ``ppo_trainer`` config with ``overrides`` applied (Hydra compose, no Ray)."""
+    import verl.trainer.main_ppo as main_ppo
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    config_dir = os.path.join(os.path.dirname(main_ppo.__file__), "config")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        return compose(config_name="ppo_trainer", overrides=overrides)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m knapsack_rl.integrations.verl <overrides>``: check, then run verl's ``main_ppo``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = launch_overrides(argv)
+    custom_config = any(a.startswith(("--config", "-cp", "-cn")) for a in argv)
+    if not custom_config:
+        try:
+            check_config(compose_config([a for a in overrides if not a.startswith("++ray_kwargs")]))
+        except KnapsackConfigError as e:
+            print(e, file=sys.stderr)
+            raise SystemExit(2) from None
+    os.environ["VERL_USE_EXTERNAL_MODULES"] = _modules_env()
+    import verl.trainer.main_ppo as main_ppo
+
+    sys.argv = [sys.argv[0], *overrides]
+    main_ppo.main()
+
+
+__all__ = [
+    "ADV_ESTIMATORS",
+    "KnapsackConfigError",
+    "KnapsackPPOTrainer",
+    "KnapsackState",
+    "KnapsackVerlConfig",
+    "MODULE",
+    "SUPPORTED_VERL",
+    "TRACKER_FILE",
+    "TRAINER_NAME",
+    "check_config",
+    "check_prompt_ids",
+    "compose_config",
+    "launch_overrides",
+    "main",
+    "step_rewards",
+]
+
+if __name__ == "__main__":
+    main()
