@@ -209,12 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - t1
     after = greedy_accuracy(model, tok, test, max_new) if a.eval_size else {}
 
-    print("\nstep  reward  eff_grad_ratio  rollouts min/mean/max")
+    print("\nstep  reward  effective_gradient_ratio  rollouts min/mean/max")
     for log in trainer.state.log_history:
         if "reward" in log:
             print(
                 f"{log['step']:>4}  {log['reward']:.3f}   {log['effective_gradient_ratio']:.3f}"
-                f"           {log['rollouts_per_prompt/min']:.0f}/"
+                f"                     {log['rollouts_per_prompt/min']:.0f}/"
                 f"{log['rollouts_per_prompt/mean']:.1f}/{log['rollouts_per_prompt/max']:.0f}"
             )
     lines = [

@@ -447,6 +447,9 @@ def test_example_script_tiny(tmp_path, capsys):
     assert mod.main(argv) == 0
     lines = (out / "allocations.jsonl").read_text().splitlines()
     assert len(lines) == 2 and sum(json.loads(lines[0])["rollouts"]) == 32
+    for rec in map(json.loads, lines):  # one group per distinct prompt, within the bounds
+        ids, n = rec["prompt_ids"], rec["rollouts"]
+        assert len(set(ids)) == len(ids) == len(n) and sum(n) == 32 and min(n) >= 2
     assert json.loads((out / "config.json").read_text())["allocation_method"] == "knapsack"
     assert "greedy accuracy" in capsys.readouterr().out
 

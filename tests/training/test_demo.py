@@ -49,7 +49,15 @@ def test_tiny_demo_writes_report(tmp_path, capsys):
     rows = res["summary"]["rows"]
     assert [r["method"] for r in rows] == ["uniform", "knapsack"]
     assert rows[0]["rollouts"] == rows[1]["rollouts"] == 3 * 4 * 8  # same total budget
-    assert "knapsack" in res["table"] and "eff_grad_ratio" in res["table"]
+    assert "knapsack" in res["table"] and "effective_gradient_ratio" in res["table"]
+    # the summary reports what the runs logged
+    for row in rows:
+        run = out / "runs" / row["method"]
+        ev = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
+        mt = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        assert row["final_avg@8"] == ev[-1]["avg@8"] and row["start_avg@8"] == ev[0]["avg@8"]
+        egr = sum(x["effective_gradient_ratio"] for x in mt) / len(mt)
+        assert row["effective_gradient_ratio"] == pytest.approx(egr)
     html = (out / "index.html").read_text()
     assert "rollouts_histogram.png" in html
     # second run reuses the shared warm-start

@@ -70,4 +70,7 @@ def test_smollm2_gguf_two_steps(tmp_path):
     assert len(m) == 2 and m[-1]["rollouts_total"] == 8
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["resolved"]["model_kind"] == "gguf"
+    # SmolLM2-135M read in full from the GGUF file (a wrong architecture reads differently)
+    assert 130e6 < cfg["resolved"]["parameters"] < 140e6, cfg["resolved"]["parameters"]
+    assert all(x["tokens"] > 0 and x["completion_length"] > 0 for x in m)
     assert (run / "checkpoint.pt").is_file()

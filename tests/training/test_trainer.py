@@ -51,33 +51,44 @@ def _lines(path):
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
-class Boom:
-    """Exact-match reward that raises on the Nth training call (16 completions)."""
+def _graded(prompts, completions, **kw):
+    """Success rate differs by prompt: success iff hash(prompt, completion) % 100 < hash(prompt) % 100."""
+    return [
+        float(zlib.crc32((p + "|" + c).encode()) % 100 < zlib.crc32(p.encode()) % 100)
+        for p, c in zip(prompts, completions)
+    ]
 
-    def __init__(self, task, at):
-        self.task, self.at, self.calls = task, at, 0
+
+class Boom:
+    """The graded reward (it trains: groups mix successes and failures), raising on the Nth
+    training call (16 completions)."""
+
+    def __init__(self, at):
+        self.at, self.calls = at, 0
 
     def __call__(self, prompts, completions, **kw):
         if len(completions) == 16:
             self.calls += 1
             if self.calls == self.at:
                 raise ValueError("simulated crash")
-        return self.task.reward(prompts, completions, **kw)
+        return _graded(prompts, completions, **kw)
 
 
 @pytest.mark.parametrize("method", ["knapsack", "bayes"])
 def test_resume_equals_uninterrupted(tmp_path, method):
-    full = Trainer(tiny(tmp_path, "full", method=method))
+    full = Trainer(tiny(tmp_path, "full", method=method), reward_fn=_graded)
     full.run()
+    m = _lines(tmp_path / "full" / "metrics.jsonl")
+    assert all(x["trained_rollouts"] > 0 and x["grad_norm"] > 0 for x in m[3:])  # it trains
     # interrupted at step index 4 (after the checkpoint of step 3), then resumed
     cfg = tiny(tmp_path, "cut", method=method)
     t = Trainer(cfg)
-    t.reward_fn = Boom(t.task, at=5)
+    t.reward_fn = Boom(at=5)
     with pytest.raises(TrainError, match="simulated crash"):
         t.run()
     ck = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
     assert ck["step"] == 3
-    resumed = Trainer(dataclasses.replace(cfg, resume=True))
+    resumed = Trainer(dataclasses.replace(cfg, resume=True), reward_fn=_graded)
     resumed.run()
     a = _lines(tmp_path / "full" / "metrics.jsonl")
     b = _lines(tmp_path / "cut" / "metrics.jsonl")
@@ -91,14 +102,6 @@ def test_resume_equals_uninterrupted(tmp_path, method):
     eb = _lines(tmp_path / "cut" / "eval.jsonl")
     assert [_strip({**e, "eval_seconds": 0}) for e in ea] == [
         _strip({**e, "eval_seconds": 0}) for e in eb
-    ]
-
-
-def _graded(prompts, completions, **kw):
-    """Success rate differs by prompt: success iff hash(prompt, completion) % 100 < hash(prompt) % 100."""
-    return [
-        float(zlib.crc32((p + "|" + c).encode()) % 100 < zlib.crc32(p.encode()) % 100)
-        for p, c in zip(prompts, completions)
     ]
 
 
@@ -256,12 +259,18 @@ def test_kl_and_multiple_updates_run(tmp_path):
             eval_every=0,
             save_every=0,
             method="paper",
-        )
+            lr=1e-2,
+        ),
+        reward_fn=_graded,
     )
     t.run()
     m = _lines(tmp_path / "run" / "metrics.jsonl")
     assert m[0]["trained_rollouts"] == 16  # with KL every rollout enters the loss
     assert np.isfinite([x["loss"] for x in m]).all()
+    # the reference stays the start policy while the policy moves: the KL term is live
+    assert m[1]["kl"] > 0 and m[0]["clip_frac"] > 0  # 2nd update of a batch is off-policy
+    moved = [not torch.equal(a, b) for a, b in zip(t.model.parameters(), t.ref.parameters())]
+    assert any(moved) and not any(p.requires_grad for p in t.ref.parameters())
 
 
 def test_missing_logger_is_a_clear_error(tmp_path, capsys):
@@ -288,6 +297,130 @@ def test_jsonl_task_runs_with_builtin_model(tmp_path):
         eval_every=0,
         save_every=0,
     )
-    out = Trainer(cfg).run()
+    t = Trainer(cfg)
+    out = t.run()
     assert out["steps"] == 2 and out["rollouts_total"] == 32
     assert "greedy" in out["final_eval"]
+    # the held-out split is a hashed share of the file, disjoint from the training pool
+    train_p, test_p = {e.prompt for e in t.pool}, {e.prompt for e in t.eval_set}
+    assert (
+        train_p
+        and test_p
+        and train_p.isdisjoint(test_p)
+        and train_p | test_p <= {r["prompt"] for r in rows}
+    )
+    assert t.reward_fn(["1+2="], ["3", "4"], answer=["3", "3"]) == [1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "flags,msg",
+    [
+        (["--lr", "-1"], "lr must be a finite number > 0, got -1.0"),
+        (["--lr", "inf"], "lr must be a finite number > 0, got inf"),
+        (["--lr", "nan"], "lr must be a finite number > 0, got nan"),
+        (["--weight-decay", "-1"], "weight_decay must be a finite number >= 0"),
+        (["--temperature", "nan"], "temperature must be a finite number > 0"),
+        (["--max-grad-norm", "nan"], "max_grad_norm must be a finite number"),
+        (["--kl-coef", "-1"], "kl_coef must be a finite number >= 0"),
+        (["--advantage-clip", "0"], "advantage_clip must be a finite number > 0"),
+        (["--discount", "1.5"], "discount must be a finite number > 0 and <= 1"),
+    ],
+)
+def test_numeric_flags_checked_at_startup(tmp_path, capsys, flags, msg):
+    assert train_main(["--run-dir", str(tmp_path / "r"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err == f"knapsack-rl train: error: {err.split('error: ', 1)[1]}" and msg in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "name,text,msg",
+    [
+        ("c.yaml", "lr: -1\n", "lr must be a finite number > 0, got -1"),
+        ("c.yaml", "lr: .nan\n", "lr must be a finite number > 0, got nan"),
+        ("c.toml", "lr = -1.0\n", "lr must be a finite number > 0, got -1.0"),
+        ("c.toml", "temperature = nan\n", "temperature must be a finite number > 0, got nan"),
+        ("c.toml", "weight_decay = -inf\n", "weight_decay must be a finite number >= 0"),
+    ],
+)
+def test_numeric_file_settings_checked_at_startup(tmp_path, capsys, name, text, msg):
+    (tmp_path / name).write_text(text)
+    args = ["--config", str(tmp_path / name), "--run-dir", str(tmp_path / "r")]
+    assert train_main(args) == 2
+    assert msg in capsys.readouterr().err
+
+
+def test_deprecated_adv_clip_still_accepted(tmp_path):
+    with pytest.warns(DeprecationWarning, match="'adv_clip' is deprecated; use 'advantage_clip'"):
+        cfg = config_from_args(train_parser().parse_args(["--adv-clip", "0"]))
+    assert cfg.advantage_clip is None  # the old "<= 0: off"
+    (tmp_path / "c.yaml").write_text("adv_clip: 3\n")
+    with pytest.warns(DeprecationWarning):
+        cfg = config_from_args(train_parser().parse_args([]), str(tmp_path / "c.yaml"))
+    assert cfg.advantage_clip == 3.0
+
+
+def _short_run(tmp_path, name="run", **kw):
+    cfg = tiny(tmp_path, name, steps=3, eval_every=0, save_every=3, **kw)
+    Trainer(cfg).run()
+    return cfg
+
+
+def test_resume_after_move_or_relative_path(tmp_path, monkeypatch, capsys):
+    _short_run(tmp_path, "a")
+    monkeypatch.chdir(tmp_path)
+    args = ["--threads", "1", "--no-progress", "--resume", "--steps", "4", "--eval-every", "0"]
+    args += [f"--{k.replace('_', '-')}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+             for k, v in TINY.items() if k not in ("steps", "eval_every", "progress", "save_every")]  # fmt: skip
+    assert train_main([*args, "--run-dir", "./a"]) == 0, capsys.readouterr().err
+    import shutil
+
+    shutil.copytree(tmp_path / "a", tmp_path / "moved")
+    assert train_main([*args, "--run-dir", "moved", "--steps", "5"]) == 0, capsys.readouterr().err
+    assert [m["step"] for m in _lines(tmp_path / "moved" / "metrics.jsonl")] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "damage,msg",
+    [
+        (lambda d: (d / "checkpoint.pt").write_bytes(b"garbage"), "not a readable checkpoint"),
+        (
+            lambda d: (d / "checkpoint.pt").write_bytes((d / "checkpoint.pt").read_bytes()[:2000]),
+            "not a readable checkpoint",
+        ),
+        (lambda d: (d / "config.json").write_text("{"), "config.json: not valid JSON"),
+        (
+            lambda d: (d / "metrics.jsonl").write_text(
+                "garbage\n" + (d / "metrics.jsonl").read_text()
+            ),
+            "metrics.jsonl:1: not a log record",
+        ),
+    ],
+)
+def test_resume_from_damaged_run_is_one_clear_error(tmp_path, capsys, damage, msg):
+    cfg = _short_run(tmp_path)
+    damage(tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    with pytest.raises(TrainError, match=msg):
+        Trainer(dataclasses.replace(cfg, resume=True, steps=4))
+    after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    assert before == after  # nothing touched
+
+
+def test_resume_drops_torn_log_line_and_stale_temp_files(tmp_path):
+    cfg = _short_run(tmp_path)
+    rd = tmp_path / "run"
+    with open(rd / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "rew')  # a crash mid-append
+    (rd / ".checkpoint.pt.tmp.abc123.pt").write_bytes(b"half")  # a killed save
+    Trainer(dataclasses.replace(cfg, resume=True, steps=4)).run()
+    assert [m["step"] for m in _lines(rd / "metrics.jsonl")] == [0, 1, 2, 3]
+    assert not list(rd.glob(".*.tmp.*"))
+
+
+def test_resume_checks_settings_without_config_json(tmp_path):
+    cfg = _short_run(tmp_path)
+    (tmp_path / "run" / "config.json").unlink()
+    with pytest.raises(TrainError, match=r"settings differ.*lr \(0.0003 -> 0.001\)"):
+        Trainer(dataclasses.replace(cfg, resume=True, steps=4, lr=1e-3))
+    Trainer(dataclasses.replace(cfg, resume=True, steps=4)).run()  # same settings: fine

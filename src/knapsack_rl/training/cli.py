@@ -17,7 +17,6 @@ __all__ = ["train_main", "demo_main", "train_parser", "demo_parser"]
 
 
 def _quiet() -> None:
-    warnings.filterwarnings("ignore", message=".*past_key_values.*")
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
     try:
         from transformers.utils import logging as hf_logging

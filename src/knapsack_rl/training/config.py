@@ -9,16 +9,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from knapsack_rl import defaults
 from knapsack_rl.allocation import METHODS
+
+TRAIN_METHODS = (*METHODS, "rounds")
 
 __all__ = [
     "TrainConfig",
     "ConfigError",
+    "TrainError",
     "load_config_file",
     "add_config_arguments",
     "config_from_args",
@@ -26,9 +32,27 @@ __all__ = [
 
 TRACKER_CHOICES = ("auto", "paper", "window", "beta")
 
+# old setting names a user may still pass: old name -> (new name, old value -> new value)
+DEPRECATED = {
+    "adv_clip": ("advantage_clip", lambda v: None if v is not None and v <= 0 else v),
+}
+
+
+def _renamed(key: str, where: str) -> tuple[str, typing.Callable]:
+    """The current name of ``key`` and the conversion of its old values (DeprecationWarning)."""
+    if key not in DEPRECATED:
+        return key, lambda v: v
+    new, conv = DEPRECATED[key]
+    warnings.warn(f"{where}: {key!r} is deprecated; use {new!r}", DeprecationWarning, stacklevel=3)
+    return new, conv
+
 
 class ConfigError(ValueError):
     """A configuration value or file the user must fix."""
+
+
+class TrainError(ValueError):
+    """A run that cannot start or continue for a reason the user can fix."""
 
 
 def _f(default, help: str, **kw):
@@ -52,10 +76,10 @@ class _ConfigMixin:
         names = {f.name: f for f in dataclasses.fields(cls)}
         kw = {}
         for k, v in d.items():
-            key = k.replace("-", "_")
+            key, conv = _renamed(k.replace("-", "_"), source)
             if key not in names:
                 raise ConfigError(f"{source}: unknown setting {k!r}")
-            kw[key] = _convert(names[key], v, f"{source}: {k}", cls)
+            kw[key] = conv(_convert(names[key], v, f"{source}: {k}", cls))
         return cls(**kw)
 
 
@@ -130,20 +154,39 @@ class TrainConfig(_ConfigMixin):
     )
     eval_prompts: int = _f(400, "held-out prompts for evaluation")
     # allocation
-    method: str = _f("knapsack", f"allocation method: {', '.join(METHODS)}")
+    method: str = _f(
+        defaults.METHOD,
+        f"allocation method: {', '.join(TRAIN_METHODS)} (rounds: generate in rounds, "
+        "allocating each round from the step's own draws)",
+    )
     tracker: str = _f(
         "auto",
-        "success-rate tracker: auto (paper->paper, bayes->beta, else window), paper, window, beta",
+        "success-rate tracker: auto (paper->paper, bayes/rounds->beta, else window), paper, "
+        "window, beta",
+    )
+    rounds: int = _f(defaults.ROUNDS, "rounds method: generation rounds per step")
+    pilot: int = _f(defaults.PILOT, "rounds method: pilot rollouts per prompt in round 1")
+    pilot_mode: str = _f(
+        "fixed", "rounds method: 'fixed' (PILOT each) or 'prior' (M*PILOT split by the prior)"
+    )
+    value: str = _f(defaults.VALUE, "rounds method: value model (paper, informative, size, coba)")
+    prior_half_life: float = _f(
+        defaults.PRIOR_HALF_LIFE, "rounds method: steps until a prompt's own evidence counts half"
     )
     prompts_per_step: int = _f(32, "M: prompts per step")
     rollouts_per_prompt: int = _f(
-        8, "mean rollouts per prompt; the step budget is M * this (uniform n)"
+        defaults.ROLLOUTS_PER_PROMPT,
+        "mean rollouts per prompt; the step budget is M * this (uniform n)",
     )
     budget: int | None = _f(None, "rollouts per step (overrides M * ROLLOUTS_PER_PROMPT)")
-    min_rollouts: int = _f(2, "L: smallest group per prompt")
-    max_rollouts: int = _f(64, "U: largest group per prompt")
-    window: int = _f(16, "window tracker: rewards kept per prompt")
-    discount: float = _f(0.7, "beta tracker: forgetting factor per visit")
+    min_rollouts: int = _f(defaults.MIN_ROLLOUTS, "L: smallest group per prompt")
+    max_rollouts: int = _f(defaults.MAX_ROLLOUTS, "U: largest group per prompt")
+    window: int = _f(defaults.WINDOW, "window tracker: rewards kept per prompt")
+    discount: float = _f(defaults.BETA_DISCOUNT, "beta tracker: forgetting factor per visit")
+    success_threshold: float = _f(
+        defaults.SUCCESS_THRESHOLD,
+        "a rollout counts as a success for the tracker when its reward is >= this",
+    )
     # generation
     max_new_tokens: int = _f(6, "longest completion (tokens)")
     temperature: float = _f(1.0, "sampling temperature for training rollouts")
@@ -159,7 +202,9 @@ class TrainConfig(_ConfigMixin):
     )
     clip_eps_low: float = _f(0.2, "PPO ratio clip below: 1 - eps_low")
     clip_eps_high: float = _f(0.28, "PPO ratio clip above: 1 + eps_high (DAPO clip-higher)")
-    adv_clip: float = _f(5.0, "clip advantages to [-c, c] (<= 0: no clipping)")
+    advantage_clip: float | None = _f(
+        defaults.ADVANTAGE_CLIP, "clip advantages to [-c, c] (none: no clipping; old name adv_clip)"
+    )
     scale_rewards: bool = _f(True, "divide advantages by the group std (GRPO)")
     kl_coef: float = _f(0.0, "KL penalty to a frozen reference policy (0: off, no reference kept)")
     max_grad_norm: float = _f(1.0, "gradient clipping (<= 0: off)")
@@ -171,10 +216,20 @@ class TrainConfig(_ConfigMixin):
 
     def validate(self) -> TrainConfig:
         """Check values; raise :class:`ConfigError` naming the field."""
-        if self.method not in METHODS:
+        if self.method not in TRAIN_METHODS:
             raise ConfigError(
-                f"method: unknown {self.method!r}; expected one of {', '.join(METHODS)}"
+                f"method: unknown {self.method!r}; expected one of {', '.join(TRAIN_METHODS)}"
             )
+        from knapsack_rl.allocation.rounds import VALUES
+
+        if self.value not in VALUES:
+            raise ConfigError(f"value: unknown {self.value!r}; expected one of {', '.join(VALUES)}")
+        if self.pilot_mode not in ("fixed", "prior"):
+            raise ConfigError(f"pilot_mode: unknown {self.pilot_mode!r}; expected fixed or prior")
+        if self.rounds < 1 or self.pilot < 1:
+            raise ConfigError(f"rounds and pilot must be >= 1, got {self.rounds} and {self.pilot}")
+        if not (self.prior_half_life > 0):
+            raise ConfigError(f"prior_half_life must be > 0, got {self.prior_half_life}")
         if self.tracker not in TRACKER_CHOICES:
             raise ConfigError(
                 f"tracker: unknown {self.tracker!r}; expected one of {', '.join(TRACKER_CHOICES)}"
@@ -217,10 +272,7 @@ class TrainConfig(_ConfigMixin):
             raise ConfigError(
                 f"prompts_per_step ({self.prompts_per_step}) > train_prompts ({self.train_prompts})"
             )
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
-        if self.eval_temperature <= 0:
-            raise ConfigError(f"eval_temperature must be > 0, got {self.eval_temperature}")
+        self._check_numbers()
         for k in self.pass_k:
             if not 1 <= k <= self.eval_samples:
                 raise ConfigError(f"pass_k: {k} is not in 1..eval_samples ({self.eval_samples})")
@@ -235,8 +287,6 @@ class TrainConfig(_ConfigMixin):
                 f"budget: {b} rollouts per step cannot be met by {m} prompts with "
                 f"{self.min_rollouts} <= rollouts <= {self.max_rollouts} (needs {lo}..{hi})"
             )
-        if not (0 <= self.clip_eps_low < 1 and self.clip_eps_high >= 0):
-            raise ConfigError("clip_eps_low must be in [0, 1) and clip_eps_high >= 0")
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.task == "arithmetic" and not (
@@ -244,6 +294,40 @@ class TrainConfig(_ConfigMixin):
         ):
             raise ConfigError("digits, terms and operators need one entry per level")
         return self
+
+    def _check_numbers(self) -> None:
+        """Every real-valued setting: finite and in its range (one line naming the field)."""
+        ranges = {  # name: (low, low inclusive, high, high inclusive)
+            "lr": (0, False, math.inf, False),
+            "sft_lr": (0, False, math.inf, False),
+            "weight_decay": (0, True, math.inf, False),
+            "temperature": (0, False, math.inf, False),
+            "eval_temperature": (0, False, math.inf, False),
+            "kl_coef": (0, True, math.inf, False),
+            "max_grad_norm": (-math.inf, False, math.inf, False),  # <= 0: off
+            "advantage_clip": (0, False, math.inf, False),
+            "clip_eps_low": (0, True, 1, False),
+            "clip_eps_high": (0, True, math.inf, False),
+            "sft_noise": (0, True, 1, True),
+            "discount": (0, False, 1, True),
+            "success_threshold": (-math.inf, False, math.inf, False),
+        }
+        for name, (lo, lo_in, hi, hi_in) in ranges.items():
+            v = getattr(self, name)
+            if v is None and name == "advantage_clip":
+                continue
+            ok = (
+                math.isfinite(v)
+                and (v >= lo if lo_in else v > lo)
+                and (v <= hi if hi_in else v < hi)
+            )
+            if not ok:
+                want = (
+                    "a finite number"
+                    + ("" if lo == -math.inf else f" {'>=' if lo_in else '>'} {lo}")
+                    + ("" if hi == math.inf else f" and {'<=' if hi_in else '<'} {hi}")
+                )
+                raise ConfigError(f"{name} must be {want}, got {v}")
 
     @property
     def step_budget(self) -> int:
@@ -259,7 +343,48 @@ class TrainConfig(_ConfigMixin):
         """The tracker actually used (resolves ``auto``)."""
         if self.tracker != "auto":
             return self.tracker
-        return {"paper": "paper", "bayes": "beta"}.get(self.method, "window")
+        return {"paper": "paper", "bayes": "beta", "rounds": "beta"}.get(self.method, "window")
+
+    def make_tracker(self):
+        """A fresh success-rate tracker of kind :attr:`tracker_kind` with these settings."""
+        from knapsack_rl.tracking import make_tracker
+
+        kind = self.tracker_kind
+        kw: dict = {"threshold": self.success_threshold}
+        if kind == "window":
+            kw["window"] = self.window
+        elif kind == "beta":
+            kw["discount"] = self.discount
+        return make_tracker(kind, **kw)
+
+    def make_planner(self, tracker):
+        """The :class:`knapsack_rl.RoundPlanner` of ``method="rounds"`` (None otherwise)."""
+        if self.method != "rounds":
+            return None
+        from knapsack_rl.tracking.planner import RoundPlanner
+        from knapsack_rl.tracking.priors import PriorModel
+
+        return RoundPlanner(
+            tracker,
+            rounds=self.rounds,
+            pilot="prior" if self.pilot_mode == "prior" else self.pilot,
+            pilot_size=self.pilot,
+            min_rollouts=self.min_rollouts,
+            max_rollouts=self.max_rollouts,
+            value=self.value,
+            priors=PriorModel(half_life=self.prior_half_life),
+        )
+
+    def make_allocator(self):
+        """The :class:`knapsack_rl.Allocator` of these settings."""
+        from knapsack_rl.allocation import Allocator
+
+        return Allocator(
+            method="knapsack" if self.method == "rounds" else self.method,
+            min_rollouts=self.min_rollouts,
+            max_rollouts=self.max_rollouts,
+            rollouts_per_prompt=self.rollouts_per_prompt,
+        )
 
 
 _HINTS: dict = {}
@@ -361,8 +486,15 @@ def load_config_file(path: str | os.PathLike) -> dict:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls=TrainConfig) -> None:
-    """One ``--flag`` per field (defaults suppressed so only given flags override)."""
+    """One ``--flag`` per field (defaults suppressed so only given flags override), plus
+    hidden flags for the deprecated names."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for old, (new, _) in DEPRECATED.items():
+        if new in fields:
+            parser.add_argument("--" + old.replace("_", "-"), dest=old, help=argparse.SUPPRESS)
     for f in dataclasses.fields(cls):
+        if f.name in getattr(cls, "HIDDEN", ()):
+            continue
         base, optional, is_tuple = _base_type(_hint(f, cls))
         flag = "--" + f.name.replace("_", "-")
         default = f.default
@@ -384,9 +516,12 @@ def config_from_args(ns: argparse.Namespace, file_path: str | None = None, cls=T
     data: dict = {}
     if file_path:
         data.update(load_config_file(file_path))
-    given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if hasattr(ns, f.name)}
     cfg = cls.from_dict(data, source=str(file_path)) if data else cls()
-    for k, v in given.items():
-        fld = next(f for f in dataclasses.fields(cls) if f.name == k)
-        setattr(cfg, k, _convert(fld, v, f"--{k.replace('_', '-')}", cls))
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    given = [(old, DEPRECATED[old][0]) for old in DEPRECATED if getattr(ns, old, None) is not None]
+    given += [(k, k) for k in fields if hasattr(ns, k)]  # the new name wins over the old
+    for flag_name, name in given:
+        flag = f"--{flag_name.replace('_', '-')}"
+        _, conv = _renamed(flag_name, flag)
+        setattr(cfg, name, conv(_convert(fields[name], getattr(ns, flag_name), flag, cls)))
     return cfg.validate()

@@ -1,13 +1,16 @@
-"""``knapsack-rl demo``: uniform vs knapsack (and bayes) GRPO on the built-in task, with a report.
+"""``knapsack-rl demo``: uniform vs one-shot knapsack vs allocation in rounds, on the
+built-in task, over several seeds, with a report.
 
-The built-in tiny model is warm-started once (supervised, shared by every
-method), then trained with each allocation method at the same total rollout
-budget and seed, evaluated on held-out prompts, and summarised in
-``OUT/index.html`` with PNG plots and a terminal table.
+For each seed the built-in tiny model is warm-started (supervised, shared by every
+method of that seed), then trained with each method at the same total rollout
+budget, evaluated on held-out prompts, and summarised in ``OUT/index.html`` (PNG
+plots, per-seed paired differences against uniform with their standard error) and
+a terminal table. Runs live in ``OUT/seedS/runs/METHOD``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -16,65 +19,64 @@ from pathlib import Path
 
 import numpy as np
 
-from knapsack_rl.allocation import METHODS
 from knapsack_rl.atomic import atomic_write_text
 from knapsack_rl.reports.html import format_table, save_figure, write_html
-from knapsack_rl.training.config import ConfigError, TrainConfig, _ConfigMixin, _f
+from knapsack_rl.training.config import TRAIN_METHODS, ConfigError, TrainConfig, _f
 
 __all__ = ["DemoConfig", "run_demo", "rollouts_to_reach", "load_run"]
 
 
-@dataclass
-class DemoConfig(_ConfigMixin):
-    """Settings of the demo (the rest of each run uses :class:`TrainConfig` defaults)."""
+# settings of each method's run that the demo fixes (its measured defaults, see docs/training.md)
+_DEMO_RUN = {"save_every": 0, "resume": False}
 
+
+@dataclass
+class DemoConfig(TrainConfig):
+    """The demo's settings: every :class:`TrainConfig` setting (shared by all methods' runs, with
+    the demo's measured defaults below) plus the report folder and the methods to compare.
+
+    ``run_dir`` and ``method`` are set per method (``OUT/runs/METHOD``).
+    """
+
+    steps: int = _f(300, "RL steps per method")
+    eval_every: int = _f(25, "evaluate every K steps")
+    max_rollouts: int = _f(64, "U: largest group per prompt (the demo's measured setting)")
+    window: int = _f(16, "window tracker: rewards kept per prompt (the demo's measured setting)")
+    discount: float = _f(
+        0.7, "beta tracker: forgetting factor per visit (the demo's measured setting)"
+    )
     out: str = _f("runs/demo", "report folder (index.html, PNG plots, one training run per method)")
     methods: tuple[str, ...] = _f(
-        ("uniform", "knapsack", "bayes"), "allocation methods to compare (comma list)"
+        ("uniform", "knapsack", "rounds"), "allocation methods to compare (comma list)"
     )
-    seed: int = _f(0, "seed shared by every method (task, prompt order, sampling)")
-    steps: int = _f(300, "RL steps per method")
-    prompts_per_step: int = _f(32, "prompts per step")
-    rollouts_per_prompt: int = _f(8, "mean rollouts per prompt (step budget = prompts * this)")
-    max_rollouts: int = _f(64, "largest group per prompt")
-    train_prompts: int = _f(2048, "training prompt pool")
-    eval_prompts: int = _f(400, "held-out prompts")
-    eval_every: int = _f(25, "evaluate every K steps")
-    sft_steps: int = _f(1000, "supervised warm-start steps (shared by all methods)")
-    lr: float = _f(3e-4, "RL learning rate")
-    threads: int = _f(1, "torch CPU threads (1 is fastest for the tiny model)")
-    progress: bool = _f(True, "progress bars")
+    seeds: tuple[int, ...] = _f(
+        (0, 1, 2), "seeds (comma list); each runs every method from its own warm-start"
+    )
     json: bool = _f(False, "also print the summary as JSON")
+
+    HIDDEN = ("run_dir", "method", "resume", "save_every", "seed")  # set per run; no demo flags
 
     def validate(self) -> DemoConfig:
         """Check values; raise :class:`ConfigError` naming the field."""
         for m in self.methods:
-            if m not in METHODS:
-                raise ConfigError(f"methods: unknown {m!r}; expected some of {', '.join(METHODS)}")
+            if m not in TRAIN_METHODS:
+                raise ConfigError(
+                    f"methods: unknown {m!r}; expected some of {', '.join(TRAIN_METHODS)}"
+                )
         if not self.methods:
             raise ConfigError("methods: give at least one method")
-        self.train_config("uniform").validate()
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds: give distinct seeds, got {self.seeds}")
+        for m in self.methods:
+            self.train_config(m, self.seeds[0]).validate()
         return self
 
-    def train_config(self, method: str) -> TrainConfig:
-        """The :class:`TrainConfig` of one method's run."""
-        return TrainConfig(
-            run_dir=str(Path(self.out) / "runs" / method),
-            seed=self.seed,
-            steps=self.steps,
-            threads=self.threads,
-            progress=self.progress,
-            method=method,
-            prompts_per_step=self.prompts_per_step,
-            rollouts_per_prompt=self.rollouts_per_prompt,
-            max_rollouts=self.max_rollouts,
-            train_prompts=self.train_prompts,
-            eval_prompts=self.eval_prompts,
-            eval_every=self.eval_every,
-            sft_steps=self.sft_steps,
-            lr=self.lr,
-            save_every=0,
-        )
+    def train_config(self, method: str, seed: int) -> TrainConfig:
+        """The :class:`TrainConfig` of one method's run with one seed."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)}
+        rd = Path(self.out) / f"seed{seed}" / "runs" / method
+        shared.update(_DEMO_RUN, run_dir=str(rd), method=method, seed=int(seed))
+        return TrainConfig(**shared)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -111,14 +113,14 @@ def rollouts_to_reach(evals: list[dict], key: str, target: float) -> float | Non
     return None
 
 
-def _warmstart(cfg: DemoConfig, out: Path, log) -> Path:
-    """Train the shared warm-start once (cached in OUT/warmstart by its settings)."""
+def _warmstart(cfg: DemoConfig, seed: int, out: Path, log) -> Path:
+    """Train a seed's warm-start once (cached in OUT/warmstart by its settings)."""
     import torch
 
     from knapsack_rl.training.model import save_policy
     from knapsack_rl.training.trainer import Trainer
 
-    base = cfg.train_config("uniform")
+    base = cfg.train_config("uniform", seed)
     key = {
         k: v
         for k, v in base.to_dict().items()
@@ -142,7 +144,7 @@ def _warmstart(cfg: DemoConfig, out: Path, log) -> Path:
     folder = out / "warmstart"
     marker = folder / "warmstart.json"
     if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
-        log(f"warm-start: reusing {folder}")
+        log(f"seed {seed} warm-start: reusing {folder}")
         return folder
     t = time.perf_counter()
     tr = Trainer(base.replace(run_dir=str(out / ".warmstart-run"), progress=cfg.progress))
@@ -160,7 +162,7 @@ def _warmstart(cfg: DemoConfig, out: Path, log) -> Path:
     del tr
     torch.set_num_threads(cfg.threads)
     log(
-        f"warm-start: {cfg.sft_steps} steps in {info['seconds']:.0f}s, held-out greedy {ev['greedy']:.3f}, "
+        f"seed {seed} warm-start: {cfg.sft_steps} steps in {info['seconds']:.0f}s, held-out greedy {ev['greedy']:.3f}, "
         f"avg@8 {ev.get('avg@8', float('nan')):.3f}"
     )
     return folder
@@ -174,18 +176,20 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
-    ws = _warmstart(cfg, out, log)
-    runs = {}
-    for m in cfg.methods:
-        tc = cfg.train_config(m).replace(model=str(ws))
-        rd = Path(tc.run_dir)
-        if (rd / "config.json").is_file():  # a previous demo run of this method
-            shutil.rmtree(rd)
-        t = time.perf_counter()
-        Trainer(tc).run()
-        runs[m] = load_run(rd)
-        runs[m]["seconds"] = time.perf_counter() - t
-        log(f"{m}: {cfg.steps} steps in {runs[m]['seconds']:.0f}s")
+    runs: dict[int, dict[str, dict]] = {}
+    for seed in cfg.seeds:
+        ws = _warmstart(cfg, seed, out / f"seed{seed}", log)
+        runs[seed] = {}
+        for m in cfg.methods:
+            tc = cfg.train_config(m, seed).replace(model=str(ws))
+            rd = Path(tc.run_dir)
+            if (rd / "config.json").is_file():  # a previous demo run of this method
+                shutil.rmtree(rd)
+            t = time.perf_counter()
+            Trainer(tc).run()
+            runs[seed][m] = load_run(rd)
+            runs[seed][m]["seconds"] = time.perf_counter() - t
+            log(f"seed {seed} {m}: {cfg.steps} steps in {runs[seed][m]['seconds']:.0f}s")
     summary = summarise(runs)
     table = format_table(summary["rows"])
     write_report(out, cfg, runs, summary, table, time.perf_counter() - t_all)
@@ -197,49 +201,126 @@ def _acc_key(ev: dict) -> str:
     return next((k for k in ev if k.startswith("avg@") and "/" not in k), "greedy")
 
 
-def summarise(runs: dict[str, dict]) -> dict:
-    """Per-method summary rows (final accuracy, mean effective-gradient ratio, rollouts to
-    reach uniform's final accuracy, time split) and the comparison figures."""
-    rows = []
-    key = _acc_key(next(iter(runs.values()))["eval"][-1])
-    ref = runs.get("uniform")
-    target = ref["eval"][-1][key] if ref and ref["eval"] else None
-    if target is not None and target <= ref["eval"][0][key]:
-        target = None  # uniform ended at or below its start: "rollouts to reach it" means nothing
-    for m, r in runs.items():
-        mt, ev = r["metrics"], r["eval"]
-        egr = float(np.mean([x["effective_gradient_ratio"] for x in mt])) if mt else 0.0
-        t_alloc = sum(x["time/allocate"] for x in mt)
-        t_step = sum(x["time/step"] for x in mt)
-        reach = rollouts_to_reach(ev, key, target) if target is not None else None
-        rows.append(
-            {
+def _wall(r: dict) -> np.ndarray:
+    """Seconds of training (allocation, generation, scoring, update; no evaluation) at each
+    evaluation point of a run."""
+    t = np.cumsum([0.0] + [x["time/step"] for x in r["metrics"]])
+    return np.array([t[min(int(e["step"]), t.size - 1)] for e in r["eval"]])
+
+
+def _mean_se(x) -> tuple[float, float]:
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:
+        return float("nan"), float("nan")
+    se = float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else float("nan")
+    return float(x.mean()), se
+
+
+def summarise(runs: dict[int, dict[str, dict]]) -> dict:
+    """Per-method rows (means over seeds, paired differences against uniform with their
+    standard error) and per-seed rows.
+
+    Paired by seed: each seed's methods share the warm-start, the prompt order and the
+    rollout budget, so ``method - uniform`` per seed removes the seed's own noise.
+    """
+    seeds = list(runs)
+    methods = list(runs[seeds[0]])
+    key = _acc_key(runs[seeds[0]][methods[0]]["eval"][-1])
+    per_seed, by_method = [], {m: [] for m in methods}
+    for seed in seeds:
+        ref = runs[seed].get("uniform")
+        target = ref["eval"][-1][key] if ref and ref["eval"] else None
+        if target is not None and target <= ref["eval"][0][key]:
+            target = None  # uniform did not improve: "rollouts to reach it" means nothing
+        for m in methods:
+            r = runs[seed][m]
+            mt, ev = r["metrics"], r["eval"]
+            rollouts = mt[-1]["rollouts_total"] if mt else 0
+            reach = rollouts_to_reach(ev, key, target) if target is not None else None
+            row = {
+                "seed": seed,
                 "method": m,
-                "rollouts": mt[-1]["rollouts_total"] if mt else 0,
-                "eff_grad_ratio": egr,
-                "zero_std_frac": float(np.mean([x["frac_reward_zero_std"] for x in mt]))
+                "final": ev[-1][key] if ev else float("nan"),
+                "start": ev[0][key] if ev else float("nan"),
+                "greedy": ev[-1]["greedy"] if ev else float("nan"),
+                "effective_gradient_ratio": float(
+                    np.mean([x["effective_gradient_ratio"] for x in mt])
+                )
                 if mt
                 else 0.0,
+                "frac_reward_zero_std": float(np.mean([x["frac_reward_zero_std"] for x in mt]))
+                if mt
+                else 0.0,
+                "rollouts": rollouts,
+                "reach_ratio": None if reach is None else reach / max(rollouts, 1),
+                "sec_per_1k_rollouts": 1000 * sum(x["time/step"] for x in mt) / max(rollouts, 1),
                 "max_group": int(max(x["rollouts_per_prompt/max"] for x in mt)) if mt else 0,
-                "start_" + key: ev[0][key] if ev else float("nan"),
-                "final_" + key: ev[-1][key] if ev else float("nan"),
-                "final_greedy": ev[-1]["greedy"] if ev else float("nan"),
-                "rollouts_to_uniform_final": "-" if reach is None else int(round(reach)),
-                "alloc_time_%": 100.0 * t_alloc / max(t_step, 1e-9),
-                "gen_tok_per_s": float(np.mean([x["gen/tokens_per_s"] for x in mt])) if mt else 0.0,
-                "seconds": r.get("seconds", 0.0),
             }
+            by_method[m].append(row)
+            per_seed.append(row)
+    rows = []
+    for m in methods:
+        rs = by_method[m]
+        uni = by_method.get("uniform")
+        row = {
+            "method": m,
+            "seeds": len(rs),
+            "rollouts": rs[0]["rollouts"],
+            "start_" + key: float(np.mean([r["start"] for r in rs])),
+            "final_" + key: float(np.mean([r["final"] for r in rs])),
+            "final_greedy": float(np.mean([r["greedy"] for r in rs])),
+            "effective_gradient_ratio": float(np.mean([r["effective_gradient_ratio"] for r in rs])),
+        }
+        if uni and m != "uniform":
+            d = [a["final"] - b["final"] for a, b in zip(rs, uni)]
+            mean, se = _mean_se(d)
+            row["diff_vs_uniform"] = mean
+            row["diff_se"] = se
+            row["diff_in_se"] = mean / se if se and se > 0 else float("nan")
+            row["seeds_above_uniform"] = f"{sum(x > 0 for x in d)}/{len(d)}"
+            reach = [r["reach_ratio"] for r in rs]
+            row["rollouts_to_uniform_final"] = (
+                "-"
+                if any(x is None for x in reach)
+                else f"{np.mean(reach):.2f}x ({min(reach):.2f}-{max(reach):.2f})"
+            )
+            w = [a["sec_per_1k_rollouts"] / b["sec_per_1k_rollouts"] for a, b in zip(rs, uni)]
+            row["wall_per_rollout_vs_uniform"] = float(np.mean(w))
+        row["sec_per_1k_rollouts"] = float(np.mean([r["sec_per_1k_rollouts"] for r in rs]))
+        rows.append(row)
+    return {"accuracy_key": key, "seeds": seeds, "rows": rows, "per_seed": per_seed}
+
+
+_COLORS = {
+    "uniform": "tab:gray",
+    "knapsack": "tab:blue",
+    "rounds": "tab:red",
+    "bayes": "tab:green",
+    "paper": "tab:orange",
+}
+
+
+def _curves(ax, runs, methods, x_of, key):
+    for m in methods:
+        xs, ys = [], []
+        for seed in runs:
+            r = runs[seed][m]
+            x, y = x_of(r), np.array([e[key] for e in r["eval"]])
+            ax.plot(x, y, color=_COLORS.get(m), alpha=0.25, lw=1)
+            xs.append(x)
+            ys.append(y)
+        n = min(len(y) for y in ys)
+        ax.plot(
+            np.mean([x[:n] for x in xs], axis=0),
+            np.mean([y[:n] for y in ys], axis=0),
+            "-o",
+            ms=3,
+            color=_COLORS.get(m),
+            lw=2,
+            label=f"{m} (mean of {len(ys)} seeds)",
         )
-    return {"accuracy_key": key, "uniform_final": target, "rows": rows}
-
-
-def _colors():
-    return {
-        "uniform": "tab:gray",
-        "knapsack": "tab:blue",
-        "bayes": "tab:green",
-        "paper": "tab:orange",
-    }
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def write_report(
@@ -249,119 +330,100 @@ def write_report(
     from knapsack_rl.reports.html import _mpl
 
     plt = _mpl()
-    col = _colors()
     key = summary["accuracy_key"]
+    seeds = list(runs)
+    methods = list(runs[seeds[0]])
     imgs = []
-    # 1. effective-gradient ratio per step
+    # 1-2. held-out accuracy against rollouts consumed and against training wall-clock
+    for x_of, xlabel, name in (
+        (
+            lambda r: np.array([e["rollouts_total"] for e in r["eval"]]),
+            "rollouts consumed",
+            "rollouts",
+        ),
+        (_wall, "training seconds (no evaluation)", "wallclock"),
+    ):
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+        _curves(ax, runs, methods, x_of, key)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"held-out {key}")
+        ax.set_title(f"Held-out {key} against {xlabel.split(' (')[0]}")
+        imgs.append(save_figure(fig, out / f"accuracy_vs_{name}.png"))
+    # 3. paired differences per seed
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    others = [m for m in methods if m != "uniform"]
+    if "uniform" in methods and others:
+        width = 0.8 / len(others)
+        for j, m in enumerate(others):
+            d = [runs[s][m]["eval"][-1][key] - runs[s]["uniform"]["eval"][-1][key] for s in seeds]
+            ax.bar(np.arange(len(seeds)) + j * width, d, width, color=_COLORS.get(m), label=m)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(np.arange(len(seeds)) + 0.4 - width / 2, [f"seed {s}" for s in seeds])
+        ax.set_ylabel(f"final {key} - uniform's")
+        ax.set_title("Paired differences against uniform, per seed")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3, axis="y")
+    imgs.append(save_figure(fig, out / "paired_differences.png"))
+    # 4. effective-gradient ratio per step (mean over seeds, 5-step moving mean)
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for m, r in runs.items():
-        y = np.array([x["effective_gradient_ratio"] for x in r["metrics"]])
-        ax.plot(y, color=col.get(m), alpha=0.3, lw=1)
-        if y.size >= 5:
-            k = 5
-            ax.plot(
-                np.arange(k - 1, y.size),
-                np.convolve(y, np.ones(k) / k, "valid"),
-                color=col.get(m),
-                lw=2,
-                label=m,
-            )
-        else:
-            ax.plot(y, color=col.get(m), lw=2, label=m)
+    for m in methods:
+        y = np.mean(
+            [[x["effective_gradient_ratio"] for x in runs[s][m]["metrics"]] for s in seeds], axis=0
+        )
+        k = min(5, max(1, y.size))
+        ax.plot(np.convolve(y, np.ones(k) / k, "valid"), color=_COLORS.get(m), lw=2, label=m)
     ax.set_xlabel("step")
     ax.set_ylabel("effective-gradient ratio")
-    ax.set_title("Share of rollouts in groups with a gradient (5-step mean)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    imgs.append(save_figure(fig, out / "effective_gradient_ratio.png"))
-    # 2. held-out accuracy against rollouts
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for m, r in runs.items():
-        x = [e["rollouts_total"] for e in r["eval"]]
-        ax.plot(x, [e[key] for e in r["eval"]], "-o", ms=3, color=col.get(m), label=f"{m} {key}")
-        ax.plot(
-            x,
-            [e["greedy"] for e in r["eval"]],
-            "--",
-            color=col.get(m),
-            alpha=0.6,
-            label=f"{m} greedy",
-        )
-    if summary["uniform_final"] is not None:
-        ax.axhline(summary["uniform_final"], color="gray", ls=":", lw=1)
-    ax.set_xlabel("rollouts consumed")
-    ax.set_ylabel("held-out accuracy")
-    ax.set_title("Held-out accuracy against rollouts")
+    ax.set_title("Share of rollouts in groups with a gradient (not a measure of learning)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    imgs.append(save_figure(fig, out / "accuracy_vs_rollouts.png"))
-    # 3. rollouts given against success rate at a few steps
-    steps = sorted({0, cfg.steps // 2, max(0, cfg.steps - 1)})
-    fig, axes = plt.subplots(
-        1, len(steps), figsize=(4.2 * len(steps), 3.6), sharey=True, squeeze=False
-    )
-    rng = np.random.default_rng(0)
-    for ax, s in zip(axes[0], steps):
-        for m, r in runs.items():
-            rec = next((a for a in r["allocations"] if a["step"] == s), None)
-            if rec is None:
-                continue
-            p = np.array(rec["successes"]) / np.maximum(1, np.array(rec["rollouts"]))
-            jitter = rng.uniform(-0.01, 0.01, p.size)
-            ax.scatter(p + jitter, rec["rollouts"], s=12, alpha=0.6, color=col.get(m), label=m)
-        ax.set_title(f"step {s}")
-        ax.set_xlabel("success rate in the step")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("rollouts given")
-    axes[0][0].legend(fontsize=7)
-    imgs.append(save_figure(fig, out / "rollouts_vs_success.png"))
-    # 4. histogram of rollouts per prompt
+    imgs.append(save_figure(fig, out / "effective_gradient_ratio.png"))
+    # 5. rollouts given against the step's success rate (first seed, last step)
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    allr = [
-        np.concatenate([a["rollouts"] for a in r["allocations"]])
-        for r in runs.values()
-        if r["allocations"]
-    ]
-    hi = int(max(a.max() for a in allr)) if allr else 1
-    bins = np.arange(0.5, hi + 1.5, 1 if hi <= 40 else max(1, hi // 40))
-    for m, r in runs.items():
-        if r["allocations"]:
-            ax.hist(
-                np.concatenate([a["rollouts"] for a in r["allocations"]]),
-                bins=bins,
-                alpha=0.5,
-                color=col.get(m),
-                label=m,
-            )
-    ax.set_xlabel("rollouts per prompt")
-    ax.set_ylabel("prompt visits")
-    ax.set_yscale("log")
-    ax.set_title("Rollouts per prompt (all steps)")
-    ax.legend()
+    rng = np.random.default_rng(0)
+    for m in methods:
+        rec = runs[seeds[0]][m]["allocations"][-1] if runs[seeds[0]][m]["allocations"] else None
+        if rec is None:
+            continue
+        p = np.array(rec["successes"]) / np.maximum(1, np.array(rec["rollouts"]))
+        ax.scatter(
+            p + rng.uniform(-0.01, 0.01, p.size),
+            rec["rollouts"],
+            s=12,
+            alpha=0.6,
+            color=_COLORS.get(m),
+            label=m,
+        )
+    ax.set_xlabel("success rate in the step")
+    ax.set_ylabel("rollouts given")
+    ax.set_title(f"Rollouts per prompt at the last step (seed {seeds[0]})")
     ax.grid(alpha=0.3)
-    imgs.append(save_figure(fig, out / "rollouts_histogram.png"))
-    tc = cfg.train_config("uniform")
+    ax.legend(fontsize=7)
+    imgs.append(save_figure(fig, out / "rollouts_vs_success.png"))
+    tc = cfg.train_config("uniform", seeds[0])
+    params = runs[seeds[0]][methods[0]]["config"].get("resolved", {}).get("parameters", "?")
     blocks = [
         (
             "p",
-            f"Built-in tiny Llama ({next(iter(runs.values()))['config'].get('resolved', {}).get('parameters', '?')} "
-            f"parameters, character tokenizer) on the built-in arithmetic task; same warm-start, seed and total "
-            f"rollout budget ({tc.step_budget} rollouts per step, {cfg.steps} steps) for every method. "
-            f"Accuracy is {key} on {cfg.eval_prompts} held-out prompts (and greedy pass@1). Total time {seconds:.0f}s.",
+            f"Built-in tiny Llama ({params} parameters, character tokenizer) on the built-in "
+            f"arithmetic task. Per seed, every method starts from the same warm-start and spends "
+            f"the same rollouts ({tc.step_budget} per step, {cfg.steps} steps). Accuracy is "
+            f"{key} on {cfg.eval_prompts} held-out prompts. Differences are paired by seed; "
+            f"the standard error is over seeds. Total time {seconds:.0f}s.",
         ),
         ("table", summary["rows"]),
+        ("h2", "Per seed"),
+        ("table", summary["per_seed"]),
         ("h2", "Plots"),
         ("imgs", imgs),
-        ("h2", "Per-level held-out accuracy (final)"),
-        ("table", _level_rows(runs, key)),
+        ("h2", "Per-level held-out accuracy (final, first seed)"),
+        ("table", _level_rows(runs[seeds[0]], key)),
         ("h2", "Settings"),
         ("pre", json.dumps(cfg.to_dict(), indent=2)),
         ("h2", "Terminal summary"),
         ("pre", table),
     ]
-    return write_html(
-        out / "index.html", "knapsack-rl demo: uniform vs knapsack allocation", blocks
-    )
+    return write_html(out / "index.html", "knapsack-rl demo: learning per rollout", blocks)
 
 
 def _level_rows(runs: dict, key: str) -> list[dict]:

@@ -208,7 +208,9 @@ def load_policy(cfg, device: str = "cpu"):
 
 
 def save_policy(model, tokenizer, folder: str | os.PathLike) -> Path:
-    """Save model (+ tokenizer) as a Hugging Face folder, atomically (temp folder, rename)."""
+    """Save model (+ tokenizer) as a Hugging Face folder, atomically (temp folder, swap)."""
+    from knapsack_rl.training.checkpoint import replace_folder
+
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp.", dir=folder.parent))
@@ -218,13 +220,7 @@ def save_policy(model, tokenizer, folder: str | os.PathLike) -> Path:
             tokenizer.save(tmp)
         elif isinstance(tokenizer, HFTokenizer):
             tokenizer.tok.save_pretrained(str(tmp))
-        old = None
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old.{os.getpid()}")
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, folder)  # the old folder stays until the new one takes its place
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

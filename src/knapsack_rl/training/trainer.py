@@ -6,7 +6,10 @@ One step (all in :meth:`Trainer.step`):
 2. allocate: the tracker's estimates -> ``Allocator(method).allocate(budget=B)``;
 3. generate: every prompt repeated ``N_i`` times, one flattened batched
    generation with a KV cache (:func:`knapsack_rl.training.sampler.generate`);
-4. score with the reward function (checked: right length, finite), update the tracker;
+4. score with the reward function (checked: right length, finite), update the tracker.
+   With ``method="rounds"`` steps 2-4 repeat: a pilot from the tracker's priors, then
+   :func:`knapsack_rl.allocate_round` on what the step has drawn (a
+   :class:`knapsack_rl.RoundPlanner`); a prompt's group is all of its rounds' rollouts;
 5. update: group advantages (groups of any size, std-normalised, clipped),
    PPO-clipped token-mean loss, ``updates_per_batch`` optimizer steps with
    gradient clipping. Rollouts with zero advantage contribute nothing to the
@@ -15,33 +18,25 @@ One step (all in :meth:`Trainer.step`):
 
 ``run()`` wraps steps with evaluation, logging (``metrics.jsonl``,
 ``allocations.jsonl``, ``eval.jsonl``), a progress bar and atomic checkpoints;
-``resume=True`` continues from the checkpoint exactly.
+``resume=True`` continues from the checkpoint exactly. The run folder (its
+checks, logs, schedule and resume) is :class:`knapsack_rl.training.checkpoint.RunFolder`.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from knapsack_rl.allocation import Allocator
-from knapsack_rl.atomic import atomic_write_text
 from knapsack_rl.metrics import step_metrics
-from knapsack_rl.tracking import make_tracker
-from knapsack_rl.training.checkpoint import (
-    CHECKPOINT,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
-from knapsack_rl.training.config import ConfigError, TrainConfig
+from knapsack_rl.training.checkpoint import RunFolder, rng_state, save_checkpoint, set_rng_state
+from knapsack_rl.training.config import ConfigError, TrainConfig, TrainError
 from knapsack_rl.training.evaluate import evaluate
 from knapsack_rl.training.grpo import build_sequences, compute_advantages, grpo_loss, token_logprobs
 from knapsack_rl.training.model import count_parameters, load_policy, sft_warmstart
@@ -56,23 +51,15 @@ from knapsack_rl.training.tasks import (
 
 __all__ = ["Trainer", "TrainError", "build_task", "train"]
 
-# settings that may change between an interrupted run and its resumption
-_RESUMABLE = {
-    "steps",
-    "resume",
-    "progress",
-    "save_every",
-    "tensorboard",
-    "wandb",
-    "wandb_project",
-    "threads",
-    "device",
-    "eval_every",
-}
 
+class _Rollouts(NamedTuple):
+    """One generation wave, scored: arrays of shape (R,) over its R rollouts."""
 
-class TrainError(ValueError):
-    """A run that cannot start or continue for a reason the user can fix."""
+    group: np.ndarray  # int, the prompt's position in the step's batch
+    completions: list  # token ids per rollout
+    rewards: np.ndarray
+    tokens: int
+    seconds: float
 
 
 def build_task(cfg: TrainConfig):
@@ -92,15 +79,6 @@ def build_task(cfg: TrainConfig):
     return make_task(cfg.task, name=cfg.rg_name, seed=cfg.seed, size=cfg.train_prompts)
 
 
-def _jsonl_lines(path: Path, keep: Callable[[dict], bool]) -> None:
-    """Rewrite a JSONL log atomically keeping only the records ``keep`` accepts."""
-    if not path.is_file():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    kept = [ln for ln in lines if keep(json.loads(ln))]
-    atomic_write_text(path, "".join(ln + "\n" for ln in kept))
-
-
 def _corrupt(e, rng: random.Random):
     """``e`` with a wrong answer: integers shifted by 1..3 either way, other answers reversed."""
     try:
@@ -118,38 +96,50 @@ class Trainer:
         reward_fn: optional reward ``f(prompts, completions, answer=..., **kw) -> list[float]``
             replacing the task's.
         task: optional task object (``examples(n, split)``, ``reward``) replacing ``cfg.task``.
-        warmstart_cache: optional folder; the built-in model's SFT warm-start is
-            loaded from it when present, else trained and saved there.
 
     Nothing is written to ``cfg.run_dir`` before the set-up succeeded.
     """
 
     def __init__(self, cfg: TrainConfig, reward_fn: Callable | None = None, task=None) -> None:
         try:
-            cfg.validate()
+            self.cfg = cfg.validate()
         except ConfigError as e:
             raise TrainError(str(e)) from None
-        self.cfg = cfg
-        self.run_dir = Path(cfg.run_dir)
-        ckpt = self.run_dir / CHECKPOINT
-        if cfg.resume and not ckpt.is_file():
-            raise TrainError(f"resume: {ckpt} does not exist")
-        if not cfg.resume and ckpt.is_file():
-            raise TrainError(
-                f"run_dir: {self.run_dir} already holds a checkpoint; pass --resume or choose another --run-dir"
-            )
-        if cfg.resume:
-            self._check_resume_config()
+        self.folder = RunFolder(cfg)
+        self.run_dir = self.folder.path
+        self._resume_state = self.folder.check()  # the checkpoint when resuming
+        self._check_loggers()
         torch.set_num_threads(cfg.threads)
-        self.device = (
-            "cuda"
-            if cfg.device == "auto" and torch.cuda.is_available()
-            else ("cpu" if cfg.device == "auto" else cfg.device)
-        )
+        self.device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device
+        self.device = "cpu" if self.device == "auto" else self.device
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)  # noqa: NPY002 - seeds the legacy global RNG users may rely on
         torch.manual_seed(cfg.seed)
-        # task, data, reward
+        self._load_task(task)
+        self.reward_fn = reward_fn or resolve_reward(cfg.reward, self.task)
+        try:
+            self.model, self.tok, self.model_kind = load_policy(cfg, self.device)
+        except FileNotFoundError as e:
+            raise TrainError(str(e)) from None
+        self.model.eval()  # RL runs without dropout, so sampling and update see the same policy
+        self.n_params = count_parameters(self.model)
+        self.prompt_ids = [self.tok.prompt_ids(e.prompt) for e in self.pool]
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
+        )
+        self.ref = None  # a frozen copy of the start policy for the KL term
+        if cfg.kl_coef > 0:
+            self.ref = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.tracker = cfg.make_tracker()
+        self.allocator = cfg.make_allocator()
+        self.planner = cfg.make_planner(self.tracker)  # None unless method == "rounds"
+        self.sample_gen = torch.Generator().manual_seed(cfg.seed)
+        self.step_idx = self.rollouts_total = self.tokens_total = 0
+        self.sft_losses: list[float] = []
+
+    # ------------------------------------------------------------------ set-up
+    def _load_task(self, task) -> None:
+        cfg = self.cfg
         try:
             self.task = task if task is not None else build_task(cfg)
             self.pool = self.task.examples(cfg.train_prompts, "train")
@@ -161,57 +151,6 @@ class Trainer:
         if len(self.pool) < cfg.prompts_per_step:
             raise TrainError(
                 f"prompts_per_step ({cfg.prompts_per_step}) > training prompts available ({len(self.pool)})"
-            )
-        self.reward_fn = reward_fn or resolve_reward(cfg.reward, self.task)
-        # model
-        try:
-            self.model, self.tok, self.model_kind = load_policy(cfg, self.device)
-        except FileNotFoundError as e:
-            raise TrainError(str(e)) from None
-        self.model.eval()  # RL runs without dropout, so sampling and update see the same policy
-        self.n_params = count_parameters(self.model)
-        self.prompt_ids = [self.tok.prompt_ids(e.prompt) for e in self.pool]
-        self.opt = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
-        )
-        self.ref = None
-        if cfg.kl_coef > 0:
-            self.ref = copy.deepcopy(self.model).eval()
-            for p in self.ref.parameters():
-                p.requires_grad_(False)
-        kind = cfg.tracker_kind
-        kw: dict = {"threshold": 0.5}
-        if kind == "window":
-            kw["window"] = cfg.window
-        elif kind == "beta":
-            kw["discount"] = cfg.discount
-        self.tracker = make_tracker(kind, **kw)
-        self.allocator = Allocator(
-            method=cfg.method,
-            min_rollouts=cfg.min_rollouts,
-            max_rollouts=cfg.max_rollouts,
-            per_prompt=cfg.rollouts_per_prompt,
-        )
-        self.sample_gen = torch.Generator().manual_seed(cfg.seed)
-        self.step_idx = 0
-        self.rollouts_total = 0
-        self.tokens_total = 0
-        self.sft_losses: list[float] = []
-        self._loggers: list = []
-        self._check_loggers()
-
-    # ------------------------------------------------------------------ set-up
-    def _check_resume_config(self) -> None:
-        path = self.run_dir / "config.json"
-        if not path.is_file():
-            return
-        saved = json.loads(path.read_text())
-        now = self.cfg.to_dict()
-        diff = [k for k in now if k not in _RESUMABLE and k in saved and saved[k] != now[k]]
-        if diff:
-            raise TrainError(
-                "resume: settings differ from the run's config.json: "
-                + ", ".join(f"{k} ({saved[k]!r} -> {now[k]!r})" for k in diff)
             )
 
     def _check_loggers(self) -> None:
@@ -225,31 +164,6 @@ class Trainer:
                 import wandb  # noqa: F401
             except ImportError:
                 raise TrainError("wandb: not installed (pip install wandb)") from None
-
-    def _open_loggers(self) -> None:
-        if self.cfg.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._loggers.append(("tb", SummaryWriter(str(self.run_dir / "tb"))))
-        if self.cfg.wandb:
-            import wandb
-
-            run = wandb.init(
-                project=self.cfg.wandb_project,
-                dir=str(self.run_dir),
-                config=self.cfg.to_dict(),
-                resume="allow",
-            )
-            self._loggers.append(("wandb", run))
-
-    def _log_external(self, rec: dict, step: int) -> None:
-        scalars = {k: v for k, v in rec.items() if isinstance(v, (int, float)) and k != "step"}
-        for kind, h in self._loggers:
-            if kind == "tb":
-                for k, v in scalars.items():
-                    h.add_scalar(k, v, step)
-            else:
-                h.log(scalars, step=step)
 
     def warmstart(self) -> list[float]:
         """Supervised warm-start of the built-in model (``cfg.sft_steps`` steps)."""
@@ -297,29 +211,90 @@ class Trainer:
         t0 = time.perf_counter()
         idx = self.batch_indices(self.step_idx)
         ids = [self.pool[i].id for i in idx]
-        # 1. allocate
-        try:
-            alloc = self.allocator.allocate(self.tracker.stats(ids), budget=cfg.step_budget)
-        except ValueError as e:
-            raise TrainError(f"allocation at step {self.step_idx}: {e}") from None
-        counts = alloc.rollouts.astype(np.int64)
-        t1 = time.perf_counter()
-        # 2. generate
+        # 1-3. allocate, generate, score: in one shot, or in rounds from the step's own draws
+        if self.planner is None:
+            try:
+                alloc = self.allocator.allocate(self.tracker.stats(ids), budget=cfg.step_budget)
+            except ValueError as e:
+                raise TrainError(f"allocation at step {self.step_idx}: {e}") from None
+            p_used, objective = alloc.p, alloc.objective
+            t1 = time.perf_counter()
+            parts = [self._rollout(idx, alloc.rollouts)]
+            self.tracker.update([ids[g] for g in parts[0].group], parts[0].rewards)
+        else:
+            counts = self.planner.start(ids, cfg.step_budget)
+            p_used = self.planner.prior_a / (self.planner.prior_a + self.planner.prior_b)
+            objective, t1, parts = None, time.perf_counter(), []
+            while counts is not None:  # pilot, then allocate_round on what was drawn
+                parts.append(self._rollout(idx, counts))
+                self.planner.record(parts[-1].group, parts[-1].rewards)
+                counts = self.planner.next_round()
+            self.planner.finish()  # one tracker update with every draw of the step
+        group = np.concatenate([r.group for r in parts])  # a prompt's group is all its rounds
+        rewards = np.concatenate([r.rewards for r in parts])
+        completions = [c for r in parts for c in r.completions]
+        counts = np.bincount(group, minlength=len(idx))
+        tokens = sum(r.tokens for r in parts)
+        gen_s = sum(r.seconds for r in parts)
+        t3 = time.perf_counter()
+        sm = step_metrics(group, rewards)
+        # 4. update
+        adv = compute_advantages(group, rewards, scale=cfg.scale_rewards, clip=cfg.advantage_clip)
+        upd = self._update([self.prompt_ids[idx[g]] for g in group], completions, adv)
+        t4 = time.perf_counter()
+        self.step_idx += 1
+        self.rollouts_total += int(counts.sum())
+        self.tokens_total += tokens
+        succ = np.bincount(
+            group, weights=(rewards >= cfg.success_threshold).astype(float), minlength=len(idx)
+        )
+        rec = {
+            "step": self.step_idx - 1,
+            **{k: v for k, v in sm.items() if k not in ("prompts", "prompts_covered")},
+            "rollouts_total": self.rollouts_total,
+            "tokens": tokens,
+            "rounds": len(parts),
+            "tokens_total": self.tokens_total,
+            "completion_length": tokens / max(1, len(completions)),
+            "advantage_abs_mean": float(np.abs(adv).mean()) if adv.size else 0.0,
+            "alloc_objective": objective,
+            **upd,
+            "time/allocate": t1 - t0,
+            "time/generate": gen_s,
+            "time/score": t3 - t1 - gen_s,
+            "time/update": t4 - t3,
+            "time/step": t4 - t0,
+            "gen/rollouts_per_s": len(completions) / max(gen_s, 1e-9),
+            "gen/tokens_per_s": tokens / max(gen_s, 1e-9),
+        }
+        arec = {
+            "step": self.step_idx - 1,
+            "ids": ids,
+            "levels": [self.pool[i].level for i in idx],
+            "p": [round(float(x), 6) for x in p_used],
+            "rollouts": counts.tolist(),
+            "successes": succ.astype(int).tolist(),
+        }
+        return rec, arec
+
+    def _rollout(self, idx: list[int], counts: np.ndarray):
+        """Generate ``counts[g]`` completions of prompt ``idx[g]`` and score them.
+
+        ``group`` is each rollout's position in ``idx``; ``completions`` are token ids.
+        """
         gen = generate(
             self.model,
             [self.prompt_ids[i] for i in idx],
-            counts.tolist(),
-            max_new_tokens=cfg.max_new_tokens,
+            np.asarray(counts).tolist(),
+            max_new_tokens=self.cfg.max_new_tokens,
             eos_id=self.tok.eos_token_id,
             pad_id=self.tok.pad_token_id,
-            temperature=cfg.temperature,
+            temperature=self.cfg.temperature,
             generator=self.sample_gen,
-            max_batch_tokens=cfg.max_batch_tokens,
+            max_batch_tokens=self.cfg.max_batch_tokens,
             device=self.device,
         )
-        t2 = time.perf_counter()
-        # 3. score
-        group = np.asarray(gen.prompt_index, dtype=np.int64)  # position in the batch = group id
+        group = np.asarray(gen.prompt_index, dtype=np.int64)
         ex = [self.pool[idx[g]] for g in group]
         texts = [self.tok.decode(c) for c in gen.completions]
         try:
@@ -327,44 +302,7 @@ class Trainer:
             rewards = np.asarray(check_rewards(raw, len(texts)), dtype=np.float64)
         except ValueError as e:
             raise TrainError(f"reward function at step {self.step_idx}: {e}") from None
-        self.tracker.update([e.id for e in ex], rewards)
-        sm = step_metrics(group, rewards)
-        t3 = time.perf_counter()
-        # 4. update
-        adv = compute_advantages(group, rewards, scale=cfg.scale_rewards, clip=cfg.adv_clip)
-        upd = self._update([self.prompt_ids[idx[g]] for g in group], gen.completions, adv)
-        t4 = time.perf_counter()
-        self.step_idx += 1
-        self.rollouts_total += int(counts.sum())
-        self.tokens_total += gen.tokens
-        succ = np.bincount(group, weights=(rewards >= 0.5).astype(float), minlength=len(idx))
-        rec = {
-            "step": self.step_idx - 1,
-            **{k: v for k, v in sm.items() if k not in ("prompts", "prompts_covered")},
-            "rollouts_total": self.rollouts_total,
-            "tokens": gen.tokens,
-            "tokens_total": self.tokens_total,
-            "completion_length": gen.tokens / max(1, len(texts)),
-            "advantage_abs_mean": float(np.abs(adv).mean()) if adv.size else 0.0,
-            "alloc_objective": alloc.objective,
-            **upd,
-            "time/allocate": t1 - t0,
-            "time/generate": t2 - t1,
-            "time/score": t3 - t2,
-            "time/update": t4 - t3,
-            "time/step": t4 - t0,
-            "gen/rollouts_per_s": len(texts) / max(gen.seconds, 1e-9),
-            "gen/tokens_per_s": gen.tokens / max(gen.seconds, 1e-9),
-        }
-        arec = {
-            "step": self.step_idx - 1,
-            "ids": ids,
-            "levels": [self.pool[i].level for i in idx],
-            "p": [round(float(x), 6) for x in alloc.p],
-            "rollouts": counts.tolist(),
-            "successes": succ.astype(int).tolist(),
-        }
-        return rec, arec
+        return _Rollouts(group, gen.completions, rewards, gen.tokens, gen.seconds)
 
     def _update(self, prompts, completions, adv: np.ndarray) -> dict:
         cfg = self.cfg
@@ -463,6 +401,7 @@ class Trainer:
             "ref": self.ref.state_dict() if self.ref is not None else None,
             "optimizer": self.opt.state_dict(),
             "tracker": self.tracker.state_dict(),
+            "planner": self.planner.state_dict() if self.planner is not None else None,
             "rng": rng_state(self.sample_gen),
             "config": self.cfg.to_dict(),
         }
@@ -474,6 +413,8 @@ class Trainer:
             self.ref.load_state_dict(st["ref"])
         self.opt.load_state_dict(st["optimizer"])
         self.tracker.load_state_dict(st["tracker"])
+        if self.planner is not None and st.get("planner") is not None:
+            self.planner.load_state_dict(st["planner"])
         set_rng_state(st["rng"], self.sample_gen)
         self.step_idx = int(st["step"])
         self.rollouts_total = int(st["rollouts_total"])
@@ -489,102 +430,80 @@ class Trainer:
 
         Returns a summary: final evaluation, totals and file paths.
         """
-        cfg = self.cfg
-        rd = self.run_dir
-        metrics_path, alloc_path, eval_path = (
-            rd / "metrics.jsonl",
-            rd / "allocations.jsonl",
-            rd / "eval.jsonl",
-        )
-        if cfg.resume:
-            st = load_checkpoint(rd, map_location=self.device)
-            self.load_state_dict(st)
-            s = self.step_idx
-            _jsonl_lines(metrics_path, lambda r: r["step"] < s)
-            _jsonl_lines(alloc_path, lambda r: r["step"] < s)
-            _jsonl_lines(eval_path, lambda r: r["step"] <= s)
+        cfg, folder = self.cfg, self.folder
+        if self._resume_state is not None:
+            self._restore(self._resume_state)
+            self._resume_state = None
+            folder.resume(self.step_idx)
         else:
-            rd.mkdir(parents=True, exist_ok=True)
-            for p in (metrics_path, alloc_path, eval_path):
-                atomic_write_text(p, "")
             t = time.perf_counter()
             losses = self.warmstart()
-            resolved = {
-                **cfg.to_dict(),
-                "resolved": {
-                    "tracker": cfg.tracker_kind,
-                    "step_budget": cfg.step_budget,
-                    "model_kind": self.model_kind,
-                    "parameters": self.n_params,
-                    "device": self.device,
-                    "train_prompts": len(self.pool),
-                    "eval_prompts": len(self.eval_set),
-                    "sft_final_loss": losses[-1] if losses else None,
-                    "sft_seconds": time.perf_counter() - t if losses else 0.0,
-                },
-            }
-            atomic_write_text(rd / "config.json", json.dumps(resolved, indent=2) + "\n")
-        self._open_loggers()
-        files = [open(p, "a", encoding="utf-8") for p in (metrics_path, alloc_path, eval_path)]
-        fm, fa, fe = files
-        last_eval = None
-
-        def do_eval():
-            nonlocal last_eval
-            last_eval = self.evaluate()
-            fe.write(json.dumps(last_eval) + "\n")
-            fe.flush()
-            self._log_external({f"eval/{k}": v for k, v in last_eval.items()}, self.step_idx)
-
-        bar = None
+            folder.start(self._resolved_config(losses, time.perf_counter() - t))
+        folder.open()
+        last_eval = bar = None
         try:
             if self.step_idx == 0 and not cfg.resume:
-                do_eval()
+                last_eval = self.evaluate()
+                folder.log_eval(last_eval)
             if cfg.progress:
                 from tqdm import tqdm
 
-                bar = tqdm(
+                bar = tqdm(  # disable=None: off when not a TTY (CI logs)
                     total=cfg.steps,
                     initial=self.step_idx,
-                    desc=f"{cfg.method}",
+                    desc=cfg.method,
                     leave=False,
-                    disable=None,  # off when not a TTY (CI logs)
+                    disable=None,
                 )
             while self.step_idx < cfg.steps:
                 rec, arec = self.step()
-                fm.write(json.dumps(rec) + "\n")
-                fa.write(json.dumps(arec) + "\n")
-                fm.flush()
-                fa.flush()
-                self._log_external(rec, rec["step"])
+                folder.log_step(rec, arec)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(
                         reward=f"{rec['reward']:.3f}", egr=f"{rec['effective_gradient_ratio']:.2f}"
                     )
-                s = self.step_idx
-                if (cfg.eval_every and s % cfg.eval_every == 0) or s == cfg.steps:
-                    do_eval()
-                if (cfg.save_every and s % cfg.save_every == 0) or s == cfg.steps:
-                    for f in files:
-                        f.flush()
+                if folder.eval_due(self.step_idx):
+                    last_eval = self.evaluate()
+                    folder.log_eval(last_eval)
+                if folder.save_due(self.step_idx):
                     self.save()
         finally:
             if bar is not None:
                 bar.close()
-            for f in files:
-                f.close()
-            for kind, h in self._loggers:
-                h.close() if kind == "tb" else h.finish()
-            self._loggers = []
-        if last_eval is None:
-            last_eval = self.evaluate()
+            folder.close()
         return {
-            "run_dir": str(rd),
+            "run_dir": str(self.run_dir),
             "steps": self.step_idx,
             "rollouts_total": self.rollouts_total,
             "tokens_total": self.tokens_total,
-            "final_eval": last_eval,
+            "final_eval": last_eval if last_eval is not None else self.evaluate(),
+        }
+
+    def _restore(self, st: dict) -> None:
+        try:
+            self.load_state_dict(st)
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise TrainError(
+                f"resume: {self.run_dir / 'checkpoint.pt'} does not fit this run: "
+                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            ) from None
+
+    def _resolved_config(self, sft_losses: list[float], sft_seconds: float) -> dict:
+        """The settings plus what they resolved to (written to ``config.json``)."""
+        return {
+            **self.cfg.to_dict(),
+            "resolved": {
+                "tracker": self.cfg.tracker_kind,
+                "step_budget": self.cfg.step_budget,
+                "model_kind": self.model_kind,
+                "parameters": self.n_params,
+                "device": self.device,
+                "train_prompts": len(self.pool),
+                "eval_prompts": len(self.eval_set),
+                "sft_final_loss": sft_losses[-1] if sft_losses else None,
+                "sft_seconds": sft_seconds if sft_losses else 0.0,
+            },
         }
 
 
