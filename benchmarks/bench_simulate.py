@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 
 from knapsack_rl.allocation import Allocator  # noqa: E402
 from knapsack_rl.atomic import atomic_write_text  # noqa: E402
+from knapsack_rl.reports.simulation import TABLE_COLUMNS  # noqa: E402
 from knapsack_rl.simulation import DEFAULT_STRATEGIES, paired_differences, preset, run  # noqa: E402
 from knapsack_rl.simulation.cli import PRESET_STEPS  # noqa: E402
 from knapsack_rl.tracking import Tracker  # noqa: E402
@@ -169,17 +170,7 @@ def main(argv=None) -> int:
         rows["oracle"] = orow
         for n in names:
             per[n].append(rows[n])
-    keys = [
-        "eff_ratio",
-        "eff_vs_uniform",
-        "eff_ratio_late",
-        "eff_groups",
-        "mean_p",
-        "solved",
-        "all_correct",
-        "all_wrong",
-        "max_rollouts",
-    ]
+    keys = [c for c in TABLE_COLUMNS if c not in ("strategy", "steps", "rollouts", "seconds")]
     fid_rows = []
     for n in names:
         row = {

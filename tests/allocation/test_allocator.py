@@ -20,7 +20,7 @@ SETTINGS = settings(max_examples=300, deadline=None)
 
 
 def V(n: int, p: float) -> float:
-    """Value(N, p) written out by hand (spec section 2)."""
+    """Value(N, p) written out by hand (docs/method.md)."""
     if n <= 1:
         return 0.0
     return (1 - p**n - (1 - p) ** n) * p * (1 - p) ** 2
@@ -356,7 +356,7 @@ def test_paper_budget_below_base():
 
 
 def reference_paper(p, valid, budget, lo, hi, n, alpha=0.9):
-    """Straightforward re-implementation of spec section 3 with a plain DP knapsack."""
+    """Straightforward re-implementation of paper mode (docs/method.md) with a plain DP knapsack."""
     m = len(p)
     p_hat = [p[i] if valid[i] else 0.0 for i in range(m)]
     eff = [i for i in range(m) if valid[i] and 0 < p_hat[i] < 1]
@@ -473,3 +473,94 @@ def test_allocation_object():
     assert res.objective == pytest.approx(float(res.value.sum()))
     assert np.allclose(res.value, paper_value(res.rollouts, [0.1, 0.5, 0.9, 1.0]))
     assert res.seconds >= 0
+
+
+# ------------------------------------------------- issue 10: rounding, priors, names
+def test_token_budget_float_rounding_keeps_every_rollout():
+    # 30 rollouts at cost 0.1 sum to 3.0000000000000004 in floats: they still fit in 3.0
+    r = allocate([0.3, 0.6, 0.5], cost=[0.1] * 3, token_budget=3.0)
+    assert r.sum() == 30
+    assert allocate(
+        [0.3, 0.6, 0.5], cost=[0.1] * 3, token_budget=3.0, method="uniform"
+    ).tolist() == [
+        10,
+        10,
+        10,
+    ]
+
+
+@pytest.mark.parametrize("c", [0.1, 0.3, 0.7, 1.1, 2.9, 0.01])
+def test_equal_non_integer_costs_match_the_rollout_budget(c):
+    p = np.array([0.05, 0.2, 0.4, 0.6, 0.9])
+    for budget in (10, 17, 33, 64):
+        by_tokens = Allocator(max_rollouts=16).allocate(p, cost=[c] * 5, token_budget=c * budget)
+        by_count = Allocator(max_rollouts=16).allocate(p, budget=budget)
+        assert by_tokens.rollouts.sum() == budget
+        assert by_tokens.objective == pytest.approx(by_count.objective, rel=1e-12)
+
+
+def test_token_budget_exactly_at_the_minimum():
+    r = allocate([0.3, 0.6, 0.5], cost=[0.1] * 3, token_budget=0.6)  # 0.1 * 2 * 3
+    assert r.tolist() == [2, 2, 2]
+
+
+@pytest.mark.parametrize(
+    "prior, counts",
+    [
+        ((float("inf"), 1.0), 1.0),
+        ((1e308, 1e308), 1.0),
+        ((1.0, 1.0), 1e15),
+    ],
+)
+def test_bayes_prior_out_of_range_rejected(prior, counts):
+    s, n = np.array([3.0, 5.0]) * counts, np.array([8.0, 8.0]) * counts
+    with pytest.raises(ValueError, match="cannot be computed stably|prior must"):
+        Allocator(method="bayes").allocate(successes=s, attempts=n, prior=prior, budget=16)
+
+
+def test_bayes_large_but_stable_counts_stay_bounded():
+    s, n = np.array([3.0, 5.0]) * 1e6, np.array([8.0, 8.0]) * 1e6
+    res = Allocator(method="bayes").allocate(successes=s, attempts=n, prior=(1, 1), budget=16)
+    assert res.rollouts.sum() == 16 and np.all(res.value <= 4 / 27 + 1e-12)
+    assert np.allclose(res.value, paper_value(res.rollouts, s / n), rtol=1e-4)
+
+
+def test_per_prompt_is_a_deprecated_alias():
+    with pytest.warns(DeprecationWarning, match="rollouts_per_prompt"):
+        old = Allocator(per_prompt=8).allocate([0.1, 0.5])
+    with pytest.warns(DeprecationWarning):
+        old_call = Allocator().allocate([0.1, 0.5], per_prompt=8)
+    new = Allocator(rollouts_per_prompt=8).allocate([0.1, 0.5])
+    assert np.array_equal(old.rollouts, new.rollouts)
+    assert np.array_equal(old_call.rollouts, new.rollouts)
+
+
+def test_prompt_stats_form_equals_array_form():
+    from knapsack_rl.allocation.stats import PromptStats
+
+    p = np.array([0.0, 0.2, 0.5, 1.0])
+    s, n = np.array([0.0, 2.0, 4.0, 8.0]), np.array([8.0, 10.0, 8.0, 8.0])
+    valid = np.array([True, True, False, True])
+    st = PromptStats(p=p, successes=s, attempts=n, valid=valid, prior=(2.0, 3.0))
+    for method, kw in (
+        ("knapsack", {"p": p}),
+        ("uniform", {"p": p}),
+        ("paper", {"p": p, "valid": valid}),
+        ("bayes", {"successes": s, "attempts": n, "prior": (2.0, 3.0)}),
+    ):
+        a = Allocator(method=method, max_rollouts=16).allocate(st, budget=30)
+        b = Allocator(method=method, max_rollouts=16).allocate(**kw, budget=30)
+        assert np.array_equal(a.rollouts, b.rollouts), method
+        assert a.objective == b.objective
+
+
+def test_paper_budget_above_m_times_max():
+    """The reference's behaviour: prompts that are not valid get n, and the
+    round-robin leftovers may pass max."""
+    res = Allocator(method="paper", max_rollouts=4, rollouts_per_prompt=8).allocate(
+        [0.5, 0.3, 0.0], valid=[True, True, False], budget=30
+    )
+    assert res.rollouts.sum() == 30 and res.rollouts[2] >= 8
+    assert res.rollouts.max() > 4 and res.extra["round_robin"] > 0
+    with pytest.raises(ValueError, match="cannot be met"):
+        Allocator(method="knapsack", max_rollouts=4).allocate([0.5, 0.3, 0.0], budget=30)

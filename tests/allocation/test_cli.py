@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -358,3 +359,47 @@ def test_interrupt_during_write_is_one_line(p_csv, tmp_path, capsys, monkeypatch
     err = capsys.readouterr().err
     assert err.strip() == "knapsack-rl allocate: interrupted; no output written"
     assert list(tmp_path.iterdir()) == [p_csv]  # no output, no temporary file
+
+
+# ----------------------------------------------- atomic writes: signals, stale temps
+SIGTERM_WRITER = """
+import os, signal, sys
+from knapsack_rl.atomic import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_text("half")
+    print(tmp, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+    import time; time.sleep(5)
+"""
+
+
+def test_sigterm_during_atomic_write_leaves_nothing(tmp_path):
+    import signal
+
+    out = tmp_path / "out.csv"
+    out.write_text("previous\n")
+    res = subprocess.run(
+        [sys.executable, "-c", SIGTERM_WRITER, str(out)], capture_output=True, text=True
+    )
+    assert res.returncode == -signal.SIGTERM  # still dies of SIGTERM
+    assert ".tmp." in res.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+    assert out.read_text() == "previous\n"
+
+
+def test_stale_temp_of_a_killed_writer_is_removed(tmp_path):
+    from knapsack_rl.atomic import atomic_write_text, remove_stale_temps
+
+    out = tmp_path / "out.csv"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
+    )
+    pid = int(dead.stdout)
+    stale = tmp_path / f".out.csv.tmp.{pid}.abc.csv"
+    stale.write_text("x" * 100)
+    live = tmp_path / f".out.csv.tmp.{os.getppid()}.abc.csv"  # a live process: kept
+    live.write_text("y")
+    atomic_write_text(out, "new\n")
+    assert not stale.exists() and live.exists()
+    assert out.read_text() == "new\n"
+    assert remove_stale_temps(out) == []

@@ -11,8 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from knapsack_rl.allocation import solvers
-from knapsack_rl.allocation.solvers import solve_concave, solve_concave_costs
-from knapsack_rl.allocation.values import PaperGains, paper_gain
+from knapsack_rl.allocation.solvers import (
+    GainModel,
+    Guided,
+    solve_concave,
+    solve_concave_costs,
+    solve_greedy,
+)
+from knapsack_rl.allocation.values import BayesGains, PaperGains, paper_gain, paper_gains
 
 SETTINGS = settings(max_examples=400, deadline=None)
 
@@ -79,6 +85,59 @@ def test_solve_concave_matches_dp(tc, data):
     assert k.sum() == budget
     assert np.all(k >= 0) and np.all(k <= caps)
     assert total(table, k) == pytest.approx(dp_best(table, caps, budget), abs=1e-9)
+
+
+@SETTINGS
+@given(concave_tables(), st.data())
+def test_greedy_reference_matches_dp_and_fast_solver(tc, data):
+    """The heap greedy (the readable reference) is optimal, and the fast threshold
+    solver returns exactly its allocation (same tie rule)."""
+    table, caps = tc
+    budget = data.draw(st.integers(0, int(caps.sum())))
+    ref = solve_greedy(table_gain(table), caps, budget)
+    assert ref.sum() == budget and np.all(ref <= caps)
+    assert total(table, ref) == pytest.approx(dp_best(table, caps, budget), abs=1e-9)
+    with search_knobs(data):
+        assert np.array_equal(solve_concave(table_gain(table), caps, budget), ref)
+
+
+@SETTINGS
+@given(
+    st.lists(st.floats(0.0, 1.0), min_size=1, max_size=12),
+    st.integers(1, 3),
+    st.integers(0, 12),
+    st.booleans(),
+    st.data(),
+)
+def test_paper_gains_against_greedy(p, offset, cap, first, data):
+    """The closed-form speed-ups (count_bounds, threshold_guess) never change the answer."""
+    p = np.array(p)
+    caps = np.full(p.size, cap, dtype=np.int64)
+    budget = data.draw(st.integers(0, int(caps.sum())))
+    fn = paper_gains(p, offset, first_from_zero=first)
+    assert isinstance(fn, GainModel)
+    with search_knobs(data):
+        k = solve_concave(fn, caps, budget)
+    ref = solve_greedy(fn, caps, budget)
+    assert float(fn(*_units(k)).sum()) == pytest.approx(float(fn(*_units(ref)).sum()), rel=1e-12)
+
+
+def _units(k):
+    owners = np.repeat(np.arange(k.size), k)
+    j = np.arange(owners.size) - np.repeat(np.cumsum(k) - k, k)
+    return j, owners
+
+
+def test_bayes_gains_guided_by_paper_model():
+    rng = np.random.default_rng(5)
+    a, b = rng.uniform(0.3, 20, 300), rng.uniform(0.3, 20, 300)
+    plain = BayesGains(a, b, 2)
+    guided = Guided(plain, paper_gains(a / (a + b), 2))
+    caps = np.full(300, 30, dtype=np.int64)
+    for budget in (1, 1000, 8999):
+        assert np.array_equal(
+            solve_concave(guided, caps, budget), solve_greedy(plain, caps, budget)
+        )
 
 
 @SETTINGS

@@ -153,3 +153,10 @@ def test_report_is_written_atomically(tmp_path, capsys, monkeypatch):
     assert "cannot write the report" in capsys.readouterr().err
     assert (out / "index.html").read_bytes() == old  # the previous page is intact
     assert not [p for p in out.iterdir() if ".tmp." in p.name]  # no half-written files
+
+
+def test_steps_are_bounded(capsys):
+    from knapsack_rl.simulation.cli import main as sim_main
+
+    assert sim_main(["--steps", "1e18", "--no-report", "-q"]) == 2
+    assert "--steps must be <= 100000" in capsys.readouterr().err

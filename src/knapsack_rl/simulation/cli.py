@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from knapsack_rl.cliutil import Parser, fail, number_arg
 from knapsack_rl.simulation.model import PRESETS, load_initial_rates, preset
 from knapsack_rl.simulation.runner import run
 from knapsack_rl.simulation.strategies import DEFAULT_STRATEGIES, STRATEGIES
@@ -25,6 +26,9 @@ from knapsack_rl.simulation.strategies import DEFAULT_STRATEGIES, STRATEGIES
 __all__ = ["main", "build_parser", "PRESET_STEPS"]
 
 PROG = "knapsack-rl simulate"
+
+#: Most steps one run may take (the paper preset runs ~1000 steps a minute).
+MAX_STEPS = 100_000
 
 #: Default number of steps per preset.
 PRESET_STEPS = {"paper": 1000, "small": 200}
@@ -46,31 +50,9 @@ _MODEL_OPTIONS = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _typed(kind, flag: str):
-    def parse(s: str):
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-        if kind is int:
-            if not v.is_integer():
-                raise argparse.ArgumentTypeError(f"must be an integer, got {s!r}")
-            return int(v)
-        return v
-
-    parse.__name__ = flag.lstrip("-")
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``knapsack-rl simulate``."""
-    p = _Parser(
+    p = Parser(
         prog=PROG,
         description="Compare rollout-allocation strategies at equal rollout budgets in a\n"
         "simulated GRPO run; prints a table and writes an HTML report.",
@@ -83,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=list(PRESETS), default="paper", help="parameter set")
     p.add_argument(
         "--steps",
-        type=_typed(int, "--steps"),
+        type=number_arg(int, "--steps"),
         metavar="N",
         help="steps at the fixed budget; every strategy spends steps x B rollouts "
         "(default: 1000 for paper, 200 for small)",
@@ -97,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="initial success rates (.csv/.jsonl with id and p, or successes and attempts)",
     )
     p.add_argument(
-        "--seed", type=_typed(int, "--seed"), default=0, metavar="S", help="random seed (0)"
+        "--seed", type=number_arg(int, "--seed"), default=0, metavar="S", help="random seed (0)"
     )
     p.add_argument(
         "-o",
@@ -112,13 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model (override the preset)")
     for flag, dest, kind, help_ in _MODEL_OPTIONS:
         metavar = "N" if kind is int else "X"
-        g.add_argument(flag, dest=dest, type=_typed(kind, flag), metavar=metavar, help=help_)
+        g.add_argument(flag, dest=dest, type=number_arg(kind, flag), metavar=metavar, help=help_)
     return p
 
 
 def _fail(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 2
+    return fail(PROG, message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = preset(args.preset, **overrides)
         if steps < 1:
             raise ValueError(f"--steps must be >= 1, got {steps}")
+        if steps > MAX_STEPS:
+            raise ValueError(f"--steps must be <= {MAX_STEPS}, got {steps}")
         if args.seed < 0:
             raise ValueError(f"--seed must be >= 0, got {args.seed}")
 

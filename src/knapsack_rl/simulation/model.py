@@ -11,7 +11,7 @@ the skills as follows:
   by ``dz = lr * (1 - p_i) * (n / per_prompt) ** size_exponent``. With
   ``size_exponent = 0`` this is, to first order, a rise of the success rate of
   ``dp = p (1 - p) dz = lr * p (1 - p)^2 = lr * InfoGain(p)``: the paper's
-  assumption, made literal (spec section 2). ``size_exponent > 0`` lets larger
+  assumption, made literal (``docs/method.md``, the value). ``size_exponent > 0`` lets larger
   groups teach more (the paper's value ignores this);
 - with ``transfer > 0`` that fraction of each gain is shared evenly among the
   prompts of the same cluster ("similar prompts", e.g. one topic), the prompt
