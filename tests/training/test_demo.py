@@ -1,4 +1,4 @@
-"""The demo on a tiny budget: report folder, plots, summary rows, warm-start reuse."""
+"""The demo on a tiny budget: report folder, plots, paired summary rows, warm-start reuse."""
 
 import json
 
@@ -25,7 +25,8 @@ def test_rollouts_to_reach():
 def test_tiny_demo_writes_report(tmp_path, capsys):
     cfg = DemoConfig(
         out=str(tmp_path / "demo"),
-        methods=("uniform", "knapsack"),
+        methods=("uniform", "knapsack", "rounds"),
+        seeds=(0, 1),
         steps=3,
         prompts_per_step=4,
         train_prompts=8,
@@ -41,25 +42,37 @@ def test_tiny_demo_writes_report(tmp_path, capsys):
         "index.html",
         "effective_gradient_ratio.png",
         "accuracy_vs_rollouts.png",
+        "accuracy_vs_wallclock.png",
+        "paired_differences.png",
         "rollouts_vs_success.png",
-        "rollouts_histogram.png",
         "summary.json",
     ):
         assert (out / name).is_file(), name
     rows = res["summary"]["rows"]
-    assert [r["method"] for r in rows] == ["uniform", "knapsack"]
-    assert rows[0]["rollouts"] == rows[1]["rollouts"] == 3 * 4 * 8  # same total budget
-    assert "knapsack" in res["table"] and "effective_gradient_ratio" in res["table"]
-    # the summary reports what the runs logged
+    assert [r["method"] for r in rows] == ["uniform", "knapsack", "rounds"]
+    assert rows[0]["rollouts"] == rows[1]["rollouts"] == rows[2]["rollouts"] == 3 * 4 * 8
+    assert "rounds" in res["table"] and "diff_vs_uniform" in res["table"]
+    # the summary reports what the runs logged: means over seeds, differences paired by seed
+    final = {}
+    for seed in (0, 1):
+        for m in ("uniform", "knapsack", "rounds"):
+            run = out / f"seed{seed}" / "runs" / m
+            ev = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
+            final[seed, m] = ev[-1]["avg@8"]
+            mt = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+            assert sum(x["rollouts"] for x in mt) == 3 * 4 * 8
+            if m == "rounds":
+                assert all(x["rounds"] == 2 for x in mt)
     for row in rows:
-        run = out / "runs" / row["method"]
-        ev = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
-        mt = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-        assert row["final_avg@8"] == ev[-1]["avg@8"] and row["start_avg@8"] == ev[0]["avg@8"]
-        egr = sum(x["effective_gradient_ratio"] for x in mt) / len(mt)
-        assert row["effective_gradient_ratio"] == pytest.approx(egr)
+        m = row["method"]
+        assert row["final_avg@8"] == pytest.approx((final[0, m] + final[1, m]) / 2)
+        if m != "uniform":
+            d = [final[s, m] - final[s, "uniform"] for s in (0, 1)]
+            assert row["diff_vs_uniform"] == pytest.approx(sum(d) / 2)
+            assert row["diff_se"] == pytest.approx(abs(d[0] - d[1]) / 2)
+    assert len(res["summary"]["per_seed"]) == 6
     html = (out / "index.html").read_text()
-    assert "rollouts_histogram.png" in html
+    assert "paired_differences.png" in html and "Per seed" in html
     # second run reuses the shared warm-start
     rc = demo_main(
         [
@@ -67,6 +80,8 @@ def test_tiny_demo_writes_report(tmp_path, capsys):
             str(out),
             "--methods",
             "uniform",
+            "--seeds",
+            "0",
             "--steps",
             "2",
             "--prompts-per-step",

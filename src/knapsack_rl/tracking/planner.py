@@ -92,8 +92,14 @@ class RoundPlanner:
                 f"{self.min_rollouts} <= rollouts <= {self.max_rollouts}"
             )
         st = self.tracker.stats(self._ids)
+        seen = self.tracker.ids
+        known = self.tracker.stats(seen) if seen else st
         self.prior_a, self.prior_b = self.priors.priors(
-            self._ids, st.successes, st.attempts, self.step
+            self._ids,
+            st.successes,
+            st.attempts,
+            self.step,
+            known=(seen, known.successes, known.attempts) if seen else None,
         )
         self.budget = budget
         self.successes = np.zeros(m, dtype=np.int64)

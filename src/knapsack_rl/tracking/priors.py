@@ -5,7 +5,8 @@ A prompt's prior for this step is built in three layers (docs/method.md, "Priors
 1. **Pool.** Prompts are pooled by a group key (level, source, topic; one pool if
    none is given). Each pool's ``Beta(a, b)`` is fitted by empirical Bayes (method of
    moments) to the tracker's counts of the pool's prompts, falling back to the
-   global fit when a pool has fewer than ``min_pool`` seen prompts.
+   global fit when a pool has fewer than ``min_pool`` seen prompts, and is worth at
+   most ``pool_strength`` rollouts, so a prompt's own draws soon outweigh it.
 2. **Offline rate.** A prompt with a known pass rate ``r`` (a dataset column, a
    difficulty, a previous run's tracker) starts from ``Beta(k r, k (1 - r))`` with
    ``k = strength`` pseudo-rollouts, instead of its pool.
@@ -36,11 +37,14 @@ class PriorModel:
     Attributes:
         half_life: steps after which a prompt's own evidence counts half (None: never decays).
         strength: pseudo-rollouts behind an offline pass rate.
+        pool_strength: most pseudo-rollouts behind a pool's prior (a pool fitted to
+            prompts that all failed so far must not rule out its next prompt).
         min_pool: seen prompts a pool needs before it gets its own fit.
     """
 
     half_life: float | None = 20.0
     strength: float = 4.0
+    pool_strength: float = 8.0
     min_pool: int = 8
     offline: dict = field(default_factory=dict)  # id -> pass rate in [0, 1]
     groups: dict = field(default_factory=dict)  # id -> group key
@@ -76,25 +80,35 @@ class PriorModel:
         for pid in ids:
             self.last_seen[pid] = int(step)
 
-    def priors(self, ids: Sequence[Hashable], successes, attempts, step: int):
+    def priors(self, ids: Sequence[Hashable], successes, attempts, step: int, known=None):
         """``(a0, b0)``, float arrays (M,): the prompts' priors for ``step``.
 
-        ``successes`` and ``attempts`` are the tracker's (effective) counts for ``ids``.
+        ``successes`` and ``attempts`` are the tracker's (effective) counts for ``ids``;
+        ``known`` = ``(ids, successes, attempts)`` of every prompt the tracker has seen,
+        to which the pools are fitted (the batch itself when None).
         """
         ids = list(ids)
         s = np.asarray(successes, dtype=np.float64)
         n = np.asarray(attempts, dtype=np.float64)
+        k_ids, k_s, k_n = (ids, s, n) if known is None else known
+        k_s = np.asarray(k_s, dtype=np.float64)
+        k_n = np.asarray(k_n, dtype=np.float64)
         m = len(ids)
         a0 = np.empty(m)
         b0 = np.empty(m)
+        glob = fit_beta_prior(k_s, k_n)
+        k_keys = np.array([hash(self.groups.get(pid)) for pid in k_ids])
         keys = [self.groups.get(pid) for pid in ids]
-        glob = fit_beta_prior(s, n)
         for key in set(keys):
             idx = np.array([i for i, k in enumerate(keys) if k == key])
             pool = glob
-            if key is not None and int((n[idx] > 0).sum()) >= self.min_pool:
-                pool = fit_beta_prior(s[idx], n[idx], default=glob)
-            a0[idx], b0[idx] = pool
+            if key is not None:
+                member = (k_keys == hash(key)) & (k_n > 0)
+                if int(member.sum()) >= self.min_pool:
+                    pool = fit_beta_prior(k_s[member], k_n[member], default=glob)
+            a, b = pool
+            shrink = min(1.0, self.pool_strength / (a + b))
+            a0[idx], b0[idx] = max(a * shrink, _EPS), max(b * shrink, _EPS)
         for i, pid in enumerate(ids):
             r = self.offline.get(pid)
             if r is not None:
@@ -111,6 +125,7 @@ class PriorModel:
         return {
             "half_life": self.half_life,
             "strength": self.strength,
+            "pool_strength": self.pool_strength,
             "min_pool": self.min_pool,
             "offline": [[k, v] for k, v in self.offline.items()],
             "groups": [[k, v] for k, v in self.groups.items()],
@@ -125,6 +140,7 @@ class PriorModel:
         return cls(
             half_life=state["half_life"],
             strength=state["strength"],
+            pool_strength=state.get("pool_strength", 8.0),
             min_pool=state["min_pool"],
             offline=back(state["offline"]),
             groups=back(state["groups"]),

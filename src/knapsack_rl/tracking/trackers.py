@@ -86,6 +86,11 @@ class Tracker:
         """Number of prompts seen."""
         return len(self._ids)
 
+    @property
+    def ids(self) -> list:
+        """Every prompt id seen so far, in first-seen order."""
+        return list(self._ids)
+
     def __contains__(self, pid) -> bool:
         return _norm(pid) in self._index
 

@@ -288,6 +288,8 @@ def summarise(runs: dict[int, dict[str, dict]]) -> dict:
             row["wall_per_rollout_vs_uniform"] = float(np.mean(w))
         row["sec_per_1k_rollouts"] = float(np.mean([r["sec_per_1k_rollouts"] for r in rs]))
         rows.append(row)
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    rows = [{k: r.get(k, "-") for k in cols} for r in rows]
     return {"accuracy_key": key, "seeds": seeds, "rows": rows, "per_seed": per_seed}
 
 

@@ -55,13 +55,17 @@ class Example:
         id: stable identifier (trackers key their per-prompt state on it).
         prompt: the text given to the model.
         answer: the reference answer (string).
-        level: difficulty level (0 = easiest), for per-level evaluation.
+        level: difficulty level (0 = easiest), for per-level evaluation and as the
+            group key of pooled priors.
+        pass_rate: an offline success rate in [0, 1] (e.g. a previous run's), the
+            prompt's prior under ``method="rounds"``; None if unknown.
     """
 
     id: str
     prompt: str
     answer: str
     level: int = 0
+    pass_rate: float | None = None
 
 
 class DatasetError(ValueError):
@@ -309,7 +313,7 @@ def resolve_reward(name: str, task) -> Callable:
 def load_jsonl(
     path: str | os.PathLike, prompt_field: str = "prompt", answer_field: str = "answer"
 ) -> list[Example]:
-    """Read ``{prompt, answer}`` rows (optional ``id``, ``level``) from a JSONL file.
+    """Read ``{prompt, answer}`` rows (optional ``id``, ``level``, ``pass_rate``) from a JSONL file.
 
     Blank lines are skipped. Raises :class:`DatasetError` ``"FILE:ROW: ..."``
     (1-based line number) for invalid JSON, a missing or non-string field, or a
@@ -347,11 +351,18 @@ def load_jsonl(
             level = obj.get("level", 0)
             if not isinstance(level, int) or isinstance(level, bool) or level < 0:
                 raise DatasetError(f"{path}:{row}: field 'level' must be a non-negative integer")
+            rate = obj.get("pass_rate")
+            if rate is not None and (
+                isinstance(rate, bool)
+                or not isinstance(rate, (int, float))
+                or not 0.0 <= float(rate) <= 1.0
+            ):
+                raise DatasetError(f"{path}:{row}: field 'pass_rate' must be a number in [0, 1]")
             pid = str(obj.get("id", f"{path.stem}:{row}"))
             if pid in ids:
                 raise DatasetError(f"{path}:{row}: duplicate id {pid!r}")
             ids.add(pid)
-            out.append(Example(pid, prompt, answer, level))
+            out.append(Example(pid, prompt, answer, level, None if rate is None else float(rate)))
     if not out:
         raise DatasetError(f"{path}: no rows")
     return out

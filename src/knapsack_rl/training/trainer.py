@@ -133,6 +133,13 @@ class Trainer:
         self.tracker = cfg.make_tracker()
         self.allocator = cfg.make_allocator()
         self.planner = cfg.make_planner(self.tracker)  # None unless method == "rounds"
+        if (
+            self.planner is not None
+        ):  # priors pooled by level, and offline rates if the data has them
+            self.planner.priors.set_groups([e.id for e in self.pool], [e.level for e in self.pool])
+            rated = [e for e in self.pool if getattr(e, "pass_rate", None) is not None]
+            if rated:
+                self.planner.priors.set_offline([e.id for e in rated], [e.pass_rate for e in rated])
         self.sample_gen = torch.Generator().manual_seed(cfg.seed)
         self.step_idx = self.rollouts_total = self.tokens_total = 0
         self.sft_losses: list[float] = []
