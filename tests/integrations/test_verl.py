@@ -86,9 +86,14 @@ def overrides(data_dir, ckpt, *extra):
     ]
 
 
-def compose(kv, data_dir, ckpt, *extra):
-    args = kv.launch_overrides(overrides(data_dir, ckpt, *extra))
+def compose_overrides(kv, args):
+    """verl's config as the launcher composes it (without the Ray env passing)."""
+    args = kv.launch_overrides(args)
     return kv.compose_config([a for a in args if not a.startswith("++ray_kwargs")])
+
+
+def compose(kv, data_dir, ckpt, *extra):
+    return compose_overrides(kv, overrides(data_dir, ckpt, *extra))
 
 
 class FakeTQ:
@@ -442,7 +447,7 @@ def test_tracker_update_from_a_verl_batch(trainer):
     keys, tags, scores, truth = [], [], [], {}
     for j, (u, k) in enumerate(zip(uids, r)):
         for s in range(k):
-            win = (s + j) % 3 == 0
+            win = j == 0 or (s + j) % 3 == 0  # prompt 0: final outputs win, earlier ones lose
             truth.setdefault(idx[j], []).append(win)
             outs = 2 if j == 0 else 1
             for o in range(outs):
@@ -553,3 +558,38 @@ def test_checkpoint_saves_and_restores_the_tracker(kv, data_dir, tmp_path, monke
 
     with pytest.raises(kv.KnapsackConfigError, match="holds a 'beta' tracker"):
         build("knapsack.tracker=paper")._load_checkpoint()
+
+
+# ------------------------------------------------------------------ examples
+@pytest.mark.parametrize("script", ["run_gsm8k_1gpu.sh", "run_gsm8k_2nodes.sh"])
+def test_example_scripts_compose_and_pass_checks(kv, script):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    out = subprocess.run(
+        ["bash", str(EXAMPLES / script), "--check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "knapsack-rl: settings OK" in out.stdout
+    assert "All configuration checks passed" in out.stdout
+
+
+def test_gpu_check_settings_compose(kv, tmp_path):
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    data = gpu_check.write_data(str(tmp_path), n_train=64, n_test=8)
+    cfg = compose_overrides(kv, gpu_check.overrides("/models/small", data, str(tmp_path), 3))
+    k = kv.check_config(cfg)
+    assert (k.method, k.tracker) == ("knapsack", "beta")
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    validate_config(
+        cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg)
+    )
+    assert cfg.trainer.total_training_steps == 3 and cfg.trainer.save_freq == 3

@@ -495,16 +495,29 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m knapsack_rl.integrations.verl <overrides>``: check, then run verl's ``main_ppo``."""
+    """``python -m knapsack_rl.integrations.verl [--check] <overrides>``: check, then run verl's
+    ``main_ppo`` (with ``--check``: check the settings and exit, without Ray or GPUs)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    check_only = "--check" in argv
+    argv = [a for a in argv if a != "--check"]
     overrides = launch_overrides(argv)
     custom_config = any(a.startswith(("--config", "-cp", "-cn")) for a in argv)
     if not custom_config:
         try:
-            check_config(compose_config([a for a in overrides if not a.startswith("++ray_kwargs")]))
+            config = compose_config([a for a in overrides if not a.startswith("++ray_kwargs")])
+            kcfg = check_config(config)
         except KnapsackConfigError as e:
             print(e, file=sys.stderr)
             raise SystemExit(2) from None
+        if check_only:
+            from verl.trainer.ppo.utils import need_critic, need_reference_policy
+            from verl.utils.config import validate_config
+
+            validate_config(config, need_reference_policy(config), need_critic(config))
+            print(f"knapsack-rl: settings OK ({kcfg})")
+            return
+    elif check_only:
+        raise SystemExit("--check needs verl's own config (no --config-path/--config-name)")
     os.environ["VERL_USE_EXTERNAL_MODULES"] = _modules_env()
     import verl.trainer.main_ppo as main_ppo
 

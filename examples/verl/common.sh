@@ -1,0 +1,29 @@
+# Settings shared by run_gsm8k_1gpu.sh and run_gsm8k_2nodes.sh (sourced, not run).
+# GRPO with verl's FSDP actor and vLLM rollout; knapsack-rl allocates the rollouts.
+COMMON=(
+    algorithm.adv_estimator=grpo
+    algorithm.use_kl_in_reward=False
+    data.train_files="$DATA_DIR/train.parquet"
+    data.val_files="$DATA_DIR/test.parquet"
+    data.max_prompt_length=512
+    data.filter_overlong_prompts=True
+    data.truncation=error
+    actor_rollout_ref.model.path="$MODEL_PATH"
+    actor_rollout_ref.model.use_remove_padding=True
+    actor_rollout_ref.model.enable_gradient_checkpointing=True
+    actor_rollout_ref.actor.optim.lr=1e-6
+    actor_rollout_ref.actor.use_kl_loss=True
+    actor_rollout_ref.actor.kl_loss_coef=0.001
+    actor_rollout_ref.actor.kl_loss_type=low_var_kl
+    actor_rollout_ref.actor.entropy_coeff=0
+    actor_rollout_ref.rollout.name=vllm
+    actor_rollout_ref.rollout.n=8
+    trainer.critic_warmup=0
+    trainer.project_name=knapsack_verl
+    trainer.save_freq=20
+    trainer.test_freq=10
+    knapsack.method=knapsack
+    knapsack.tracker=paper
+    knapsack.min_rollouts=2
+    knapsack.max_rollouts=64
+)
