@@ -48,6 +48,8 @@ SEQUENTIAL = (
 #: Compared with paired differences against uniform, on every preset.
 COMPARED = ("uniform", "knapsack", "paper", "bayes", "ar3po") + SEQUENTIAL
 PAIRED_KEYS = ("mean_p", "all_wrong", "eff_ratio")
+#: Sequential strategies also run on the model variants.
+VARIANT_SEQUENTIAL = ("rounds", "ar3po", "reinforce-ada", "pilot-commit")
 
 
 def _paired_table(rows: list[dict]) -> str:
@@ -213,7 +215,7 @@ def main(argv=None) -> int:
     ]:
         res = run(
             preset("paper", **over),
-            ["uniform", "knapsack", "oracle"],
+            ["uniform", "knapsack", "oracle"] + list(VARIANT_SEQUENTIAL),
             steps=args.steps,
             seed=seeds[0],
         )
@@ -227,6 +229,7 @@ def main(argv=None) -> int:
                 "uniform mean_p": rows["uniform"]["mean_p"],
                 "knapsack mean_p": rows["knapsack"]["mean_p"],
                 "oracle mean_p": rows["oracle"]["mean_p"],
+                **{f"{n} mean_p": rows[n]["mean_p"] for n in VARIANT_SEQUENTIAL},
             }
         )
     log("variants done")
