@@ -260,6 +260,55 @@ def test_knapsack_group_sizes_and_advantages(tmp_path):
     assert all(np.isfinite(x["loss"]) for x in tr.state.log_history if "loss" in x)
 
 
+def test_rounds_allocates_from_pooled_priors(tmp_path):
+    """allocation_method="rounds": one-shot from fresh priors pooled by a column; the planner
+    updates the tracker and stamps prompts as seen."""
+    tok = make_tokenizer()
+    ds = make_dataset(4).add_column("level", [0, 0, 1, 1])
+    rec = Recorder()
+    tr = KnapsackGRPOTrainer(
+        model=make_model(),
+        reward_funcs=rec,
+        args=knapsack_args(
+            tmp_path,
+            per_device_train_batch_size=16,
+            num_generations=4,
+            max_steps=1,
+            allocation_method="rounds",
+            prior_group_column="level",
+            min_rollouts=2,
+            max_rollouts=10,
+            remove_unused_columns=False,
+        ),
+        train_dataset=ds,
+        processing_class=tok,
+    )
+    # history: level 0 prompts solved about half the time, level 1 never
+    seen = {f"q{i}": (i < 10) for i in range(20)}
+    tr.planner.priors.set_groups(list(seen), [0 if v else 1 for v in seen.values()])
+    for pid, easy in seen.items():
+        tr.tracker.update([pid] * 8, [1, 0] * 4 if easy else [0] * 8)
+    rows = [ds[i] for i in range(4)]
+    alloc = tr.allocate_rollouts(["p0", "p1", "p2", "p3"], rows)
+    assert alloc.rollouts.sum() == 16 and alloc.method == "rounds"
+    assert alloc.p[0] > 0.3 and alloc.p[2] < 0.2  # unseen prompts get their level's pool
+    assert alloc.rollouts[0] > alloc.rollouts[2]  # a pool that never succeeded is worth little
+    tr.planner.finish()
+    batch = [ds[i] for i in range(4) for _ in range(4)]
+    tr.model.train()
+    tr._generate_and_score_completions(batch)
+    assert tr.tracker.stats(["p0"]).attempts[0] > 0  # updated through the planner
+    assert tr.planner.step == 2
+    with pytest.raises(ValueError, match="value"):
+        knapsack_args(
+            tmp_path,
+            allocation_method="rounds",
+            value="nope",
+            num_generations=4,
+            per_device_train_batch_size=16,
+        )
+
+
 @pytest.mark.parametrize("iterable", [False, True])
 def test_rollouts_per_prompt_sets_prompts_per_step(tmp_path, iterable):
     """rollouts_per_prompt=2 with num_generations=4: 4 prompts share a step's 8 rollouts."""

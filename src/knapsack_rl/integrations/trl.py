@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
@@ -45,8 +46,11 @@ from typing import Any
 import numpy as np
 
 from knapsack_rl.allocation import METHODS, Allocation, Allocator
+from knapsack_rl.allocation.rounds import VALUES
 from knapsack_rl.metrics import allocation_stats, effective_gradient_ratio, frac_reward_zero_std
 from knapsack_rl.tracking import TRACKERS, Tracker, load_tracker, make_tracker
+from knapsack_rl.tracking.planner import RoundPlanner
+from knapsack_rl.tracking.priors import PriorModel
 
 SUPPORTED_TRL = (">=1.16", "<1.17")
 """The TRL release line this module was written against and tested with."""
@@ -116,8 +120,16 @@ class KnapsackGRPOConfig(GRPOConfig):
     Attributes:
         allocation_method: ``knapsack`` (exact optimum of the paper's value),
             ``paper`` (the reference procedure), ``bayes`` (posterior expected
-            value) or ``uniform`` (every prompt gets ``rollouts_per_prompt``:
-            stock GRPO).
+            value), ``uniform`` (every prompt gets ``rollouts_per_prompt``:
+            stock GRPO) or ``rounds``: the first round of the reference trainer's
+            planner, i.e. the exact posterior value of drawing from fresh priors
+            (pooled by ``prior_group_column``, offline ``pass_rate_column``, stale
+            evidence decayed toward the pool). TRL 1.16 generates once per step,
+            so here it is one-shot; see docs/trl.md.
+        value: value model of ``rounds`` (``paper``, ``informative``, ``size``, ``coba``).
+        prior_group_column: dataset column pooling priors (e.g. a level or source).
+        pass_rate_column: dataset column with an offline pass rate in [0, 1].
+        prior_half_life: steps until a prompt's own evidence counts half (``rounds``).
         rollouts_per_prompt: average rollouts per prompt, i.e. the per-prompt
             budget; None means ``num_generations``. It sets how many prompts a
             generation step draws; ``generation_batch_size`` must be a multiple.
@@ -148,7 +160,19 @@ class KnapsackGRPOConfig(GRPOConfig):
 
     allocation_method: str = field(
         default="knapsack",
-        metadata={"help": "Allocation method: knapsack, paper, bayes or uniform."},
+        metadata={"help": "Allocation method: knapsack, paper, bayes, uniform or rounds."},
+    )
+    value: str = field(
+        default="paper", metadata={"help": "Value model of rounds: paper, informative, size, coba."}
+    )
+    prior_group_column: str | None = field(
+        default=None, metadata={"help": "Column pooling the priors of rounds (e.g. level)."}
+    )
+    pass_rate_column: str | None = field(
+        default=None, metadata={"help": "Column with an offline pass rate in [0, 1] (rounds)."}
+    )
+    prior_half_life: float = field(
+        default=20.0, metadata={"help": "Steps until a prompt's own evidence counts half (rounds)."}
     )
     rollouts_per_prompt: int | None = field(
         default=None,
@@ -191,11 +215,13 @@ class KnapsackGRPOConfig(GRPOConfig):
         super().__post_init__()
         self.tracker_kwargs = _as_dict(self.tracker_kwargs, "tracker_kwargs")
         self.allocator_kwargs = _as_dict(self.allocator_kwargs, "allocator_kwargs")
-        if self.allocation_method not in METHODS:
+        if self.allocation_method not in (*METHODS, "rounds"):
             raise ValueError(
                 f"allocation_method: unknown {self.allocation_method!r}; "
-                f"expected one of {', '.join(METHODS)}"
+                f"expected one of {', '.join(METHODS)}, rounds"
             )
+        if self.value not in VALUES:
+            raise ValueError(f"value: unknown {self.value!r}; expected one of {', '.join(VALUES)}")
         if self.tracker not in TRACKERS:
             raise ValueError(
                 f"tracker: unknown {self.tracker!r}; expected one of {', '.join(TRACKERS)}"
@@ -219,9 +245,9 @@ class KnapsackGRPOConfig(GRPOConfig):
             )
         if self.advantage_clip is not None and not self.advantage_clip > 0:
             raise ValueError(f"advantage_clip must be > 0 or None, got {self.advantage_clip}")
-        # build both once so a bad setting fails here, not at the first generation step
+        # build them once so a bad setting fails here, not at the first generation step
         self.make_allocator()
-        self.make_tracker()
+        self.make_planner(self.make_tracker())
 
     def make_allocator(self) -> Allocator:
         """The :class:`knapsack_rl.Allocator` these settings describe."""
@@ -230,14 +256,27 @@ class KnapsackGRPOConfig(GRPOConfig):
             kwargs["prior"] = tuple(kwargs["prior"])
         try:
             return Allocator(
-                method=self.allocation_method,
+                method="knapsack" if self.allocation_method == "rounds" else self.allocation_method,
                 min_rollouts=self.min_rollouts,
                 max_rollouts=self.max_rollouts,
-                per_prompt=self.rollouts_per_prompt,
+                rollouts_per_prompt=self.rollouts_per_prompt,
                 **kwargs,
             )
         except TypeError as e:
             raise ValueError(f"allocator_kwargs: {e}") from None
+
+    def make_planner(self, tracker: Tracker) -> RoundPlanner | None:
+        """The one-round :class:`knapsack_rl.RoundPlanner` of ``rounds`` (None otherwise)."""
+        if self.allocation_method != "rounds":
+            return None
+        return RoundPlanner(
+            tracker,
+            rounds=1,
+            min_rollouts=self.min_rollouts,
+            max_rollouts=self.max_rollouts,
+            value=self.value,
+            priors=PriorModel(half_life=self.prior_half_life),
+        )
 
     def make_tracker(self) -> Tracker:
         """A fresh tracker of kind ``tracker`` (threshold: ``success_threshold``)."""
@@ -356,6 +395,7 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         self.rollouts_per_prompt = int(args.rollouts_per_prompt)
         self.allocator = args.make_allocator()
         self.tracker = args.make_tracker()
+        self.planner = args.make_planner(self.tracker)  # allocation_method="rounds" only
         if args.success_reward is not None and args.success_reward not in self.reward_func_names:
             raise ValueError(
                 f"success_reward {args.success_reward!r} is not one of the reward functions "
@@ -396,10 +436,43 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             return str(pid)
         return pid.item() if isinstance(pid, np.generic) else pid
 
-    def allocate_rollouts(self, prompt_ids: list) -> Allocation:
-        """Allocate ``len(prompt_ids) * rollouts_per_prompt`` rollouts from the tracker's estimates."""
-        stats = self.tracker.stats(prompt_ids)
-        return self.allocator.allocate(stats, rollouts_per_prompt=self.rollouts_per_prompt)
+    def allocate_rollouts(self, prompt_ids: list, rows: list | None = None) -> Allocation:
+        """Allocate ``len(prompt_ids) * rollouts_per_prompt`` rollouts from the tracker's estimates
+        (``rows``: one dataset row per prompt, for the prior columns of ``rounds``)."""
+        if self.planner is None:
+            stats = self.tracker.stats(prompt_ids)
+            return self.allocator.allocate(stats, rollouts_per_prompt=self.rollouts_per_prompt)
+        t0 = time.perf_counter()
+        self._prior_columns(prompt_ids, rows or [])
+        counts = self.planner.start(prompt_ids, len(prompt_ids) * self.rollouts_per_prompt)
+        a, b = self.planner.prior_a, self.planner.prior_b
+        return Allocation(
+            rollouts=counts,
+            value=np.zeros(len(prompt_ids)),
+            objective=0.0,
+            upper_bound=None,
+            method="rounds",
+            p=a / (a + b),
+            budget=int(counts.sum()),
+            seconds=time.perf_counter() - t0,
+        )
+
+    def _prior_columns(self, prompt_ids: list, rows: list) -> None:
+        for col, setter in (
+            (self.args.prior_group_column, self.planner.priors.set_groups),
+            (self.args.pass_rate_column, self.planner.priors.set_offline),
+        ):
+            if col is None or not rows:
+                continue
+            if col not in rows[0]:
+                raise KeyError(
+                    f"column {col!r} is not in the training rows (columns: {sorted(rows[0])}); "
+                    "with remove_unused_columns=True only 'prompt' is kept"
+                )
+            vals = [r[col] for r in rows]
+            if setter == self.planner.priors.set_offline:
+                vals = [np.nan if v is None else float(v) for v in vals]
+            setter(prompt_ids, vals)
 
     def _generate_single_turn(
         self, prompt_ids, images, multimodal_fields, num_generations, *a, **kw
@@ -437,8 +510,11 @@ class KnapsackGRPOTrainer(GRPOTrainer):
                 )
         payload = [None]
         if acc.is_main_process:
-            self.last_allocation = self.allocate_rollouts(prompt_ids)
+            extra = () if self.planner is None else (rows[::k],)  # prior columns of rounds
+            self.last_allocation = self.allocate_rollouts(prompt_ids, *extra)
             payload = [self.last_allocation.rollouts.tolist()]
+        elif self.planner is not None:  # keep the planner's state the same on every process
+            self.allocate_rollouts(prompt_ids, rows[::k])
         if acc.num_processes > 1:
             broadcast_object_list(payload, from_process=0)
         rollouts = np.asarray(payload[0], dtype=np.int64)
@@ -473,7 +549,11 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             r[torch.isnan(rpf).all(dim=1)] = torch.nan
         r = r.detach().float().cpu().numpy()
         ok = np.isfinite(r)
-        self.tracker.update([prompt_ids[g] for g in group[ok]], r[ok])
+        if self.planner is None:
+            self.tracker.update([prompt_ids[g] for g in group[ok]], r[ok])
+        else:  # the planner updates the tracker and stamps the prompts as seen
+            self.planner.record(group[ok], r[ok])
+            self.planner.finish()
 
         total = (rpf * weights.unsqueeze(0)).nansum(dim=1)
         scored = ~torch.isnan(rpf).all(dim=1)
