@@ -335,8 +335,7 @@ class KnapsackState:
         pids = [self._uid_pid[u] for u, k in zip(uids, known) if k]
         if pids:
             self.tracker.update(pids, rewards[np.asarray(known, bool)])
-        for u in set(uids):
-            self._uid_pid.pop(u, None)
+        self._uid_pid.clear()  # sync mode: every prompt submitted for the step was sampled
         metrics: dict[str, float] = {}
         if uids:
             metrics["knapsack/effective_gradient_ratio"] = effective_gradient_ratio(uids, rewards)
@@ -422,10 +421,12 @@ class KnapsackPPOTrainer(PPOTrainerSync):
     # tracking and metrics
     def step(self, metrics: dict, timing_raw: dict):
         batch = super().step(metrics, timing_raw)
+        real = [(k, t) for k, t in zip(batch.keys, batch.tags) if not t.get("is_padding", False)]
+        keys, tags = [k for k, _ in real], [t for _, t in real]
         data = tq.kv_batch_get(
-            keys=batch.keys, partition_id=batch.partition_id, select_fields=["rm_scores"]
+            keys=keys, partition_id=batch.partition_id, select_fields=["rm_scores"]
         )
-        uids, rewards = step_rewards(list(batch.keys), list(batch.tags), list(data["rm_scores"]))
+        uids, rewards = step_rewards(keys, tags, list(data["rm_scores"]))
         metrics.update(self.knapsack.observe(uids, rewards))
         return batch
 
