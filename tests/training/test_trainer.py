@@ -133,7 +133,13 @@ def test_knapsack_allocations_vary_and_budget_holds(tmp_path):
 
 
 def test_end_to_end_heldout_accuracy_rises(tmp_path):
-    """Warm-started on a noisy teacher, RL raises held-out sampled accuracy."""
+    """Warm-started on a noisy teacher, RL raises held-out sampled accuracy and training reward.
+
+    Measured on seeds 0, 1, 2 (60 steps, lr 1e-3, 100 held-out prompts): held-out avg@8
+    rose by 0.20, 0.13 and 0.15 (its noise: about 0.03), the mean training reward of the
+    last 10 steps over the first 10 by 0.21, 0.21 and 0.21 (noise about 0.02). The
+    thresholds sit well inside those effects and well outside the noise.
+    """
     cfg = TrainConfig(
         run_dir=str(tmp_path / "e2e"),
         threads=1,
@@ -144,22 +150,22 @@ def test_end_to_end_heldout_accuracy_rises(tmp_path):
         operators=("+",),
         sft_steps=200,
         sft_noise=0.5,
-        steps=20,
-        lr=5e-4,
+        steps=60,
+        lr=1e-3,
         prompts_per_step=16,
         train_prompts=64,
-        eval_prompts=20,
-        eval_every=5,
+        eval_prompts=100,
+        eval_every=20,
         eval_samples=8,
         seed=0,
     )
     Trainer(cfg).run()
     ev = _lines(tmp_path / "e2e" / "eval.jsonl")
     start, end = ev[0]["avg@8"], ev[-1]["avg@8"]
-    assert end >= start + 0.02, [e["avg@8"] for e in ev]
-    # the policy also gets better on the rewards it is trained on
+    assert end >= start + 0.08, [e["avg@8"] for e in ev]
+    # the policy also gets better on the rewards it is trained on (1280 rollouts per mean)
     r = [m["reward"] for m in _lines(tmp_path / "e2e" / "metrics.jsonl")]
-    assert sum(r[-5:]) / 5 > sum(r[:5]) / 5 + 0.02, r
+    assert sum(r[-10:]) / 10 > sum(r[:10]) / 10 + 0.10, r
 
 
 def _bad_len(prompts, completions, **kw):
