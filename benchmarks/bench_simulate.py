@@ -47,7 +47,7 @@ SEQUENTIAL = (
 )
 #: Compared with paired differences against uniform, on every preset.
 COMPARED = ("uniform", "knapsack", "paper", "bayes", "ar3po") + SEQUENTIAL
-PAIRED_KEYS = ("mean_p", "all_wrong", "eff_ratio")
+PAIRED_KEYS = ("mean_p", "all_wrong", "effective_gradient_ratio")
 #: Sequential strategies also run on the model variants.
 VARIANT_SEQUENTIAL = ("rounds", "ar3po", "reinforce-ada", "pilot-commit")
 
@@ -166,9 +166,9 @@ def main(argv=None) -> int:
     per = {n: [] for n in names}
     for res, orc in zip(results, oracle):
         rows = {r["strategy"]: r for r in res.summary_rows()}
-        base = rows["uniform"]["eff_ratio"]
+        base = rows["uniform"]["effective_gradient_ratio"]
         orow = orc.summary_rows()[0]
-        orow["eff_vs_uniform"] = orow["eff_ratio"] / base - 1.0
+        orow["eff_vs_uniform"] = orow["effective_gradient_ratio"] / base - 1.0
         rows["oracle"] = orow
         for n in names:
             per[n].append(rows[n])
@@ -223,8 +223,8 @@ def main(argv=None) -> int:
         var_rows.append(
             {
                 "model": label,
-                "uniform eff": rows["uniform"]["eff_ratio"],
-                "knapsack eff": rows["knapsack"]["eff_ratio"],
+                "uniform eff": rows["uniform"]["effective_gradient_ratio"],
+                "knapsack eff": rows["knapsack"]["effective_gradient_ratio"],
                 "knapsack vs uniform": f"{100 * rows['knapsack']['eff_vs_uniform']:+.1f}%",
                 "uniform mean_p": rows["uniform"]["mean_p"],
                 "knapsack mean_p": rows["knapsack"]["mean_p"],
@@ -254,7 +254,7 @@ Date: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 Machine: {_cpu()}, {os.cpu_count()} logical CPUs (shared with other jobs), one process,
 BLAS threads = 1; Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}.
 
-Preset `paper`: {cfg.prompts} prompts, {cfg.batch_prompts} prompts x {cfg.per_prompt} rollouts
+Preset `paper`: {cfg.prompts} prompts, {cfg.prompts_per_step} prompts x {cfg.rollouts_per_prompt} rollouts
 = {cfg.budget} rollouts per step, L = {cfg.min_rollouts}, U = {cfg.max_rollouts},
 init skill ~ Normal({cfg.init_mean}, {cfg.init_std}) (logits), lr = {cfg.lr},
 size_exponent = {cfg.size_exponent}, transfer = {cfg.transfer}.
@@ -273,7 +273,7 @@ timers around the core `Tracker.update` and `Allocator.allocate`):
 
 ## Fidelity (mean over seeds {args.seeds}; every strategy spends {args.steps} x {cfg.budget} rollouts)
 
-eff_ratio: share of all rollouts spent that landed in trained groups with a
+effective_gradient_ratio: share of all rollouts spent that landed in trained groups with a
 success and a failure; eff_vs_uniform: relative to uniform's, mean (sd) over
 seeds; eff_groups: share of generated groups that were informative (per group,
 not per rollout); mean_p / solved / all_correct / all_wrong: whole dataset at the end.
@@ -291,8 +291,8 @@ Every strategy spends the same rollouts as uniform on the same seed (same
 initial population and prompt stream). Columns: the mean over seeds, and the
 mean paired difference against uniform +- its standard error over seeds.
 `mean_p`: final mean success rate over the dataset; `all_wrong`: final share
-of prompts whose N = {cfg.per_prompt} rollouts would all fail (never solved);
-`eff_ratio`: effective-gradient ratio over the run.
+of prompts whose N = {cfg.rollouts_per_prompt} rollouts would all fail (never solved);
+`effective_gradient_ratio`: effective-gradient ratio over the run.
 
 Preset `paper` ({args.steps} steps):
 

@@ -78,7 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    return int(entry(args[1:]) or 0)
+    try:
+        return int(entry(args[1:]) or 0)
+    except BrokenPipeError:  # e.g. piped into `head`: stop quietly, as Unix tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,7 +19,7 @@ def test_simulate_prints_table_and_writes_report(tmp_path, capsys):
     assert main([*FAST, "--strategies", "uniform,knapsack,dapo", "-o", str(out)]) == 0
     text = capsys.readouterr().out
     lines = text.strip().splitlines()
-    assert lines[0].split()[:4] == ["strategy", "steps", "rollouts", "eff_ratio"]
+    assert lines[0].split()[:4] == ["strategy", "steps", "rollouts", "effective_gradient_ratio"]
     assert [ln.split()[0] for ln in lines[2:]] == ["uniform", "knapsack", "dapo"]
     names = sorted(p.name for p in out.iterdir())
     assert names == [
@@ -37,7 +37,7 @@ def test_simulate_prints_table_and_writes_report(tmp_path, capsys):
     assert [r["strategy"] for r in summary["strategies"]] == ["uniform", "knapsack", "dapo"]
     assert summary["strategies"][0]["rollouts"] == 12 * 256
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["seed"] == 0 and cfg["steps"] == 12 and cfg["model"]["batch_prompts"] == 32
+    assert cfg["seed"] == 0 and cfg["steps"] == 12 and cfg["model"]["prompts_per_step"] == 32
     assert "command" in cfg
     with open(out / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -57,7 +57,7 @@ def test_simulate_is_reproducible(tmp_path, capsys):
 
 def test_dispatcher_and_overrides(tmp_path, capsys):
     rc = top_main(
-        ["simulate", *FAST, "--strategies", "uniform", "--batch-prompts", "16", "--no-report"]
+        ["simulate", *FAST, "--strategies", "uniform", "--prompts-per-step", "16", "--no-report"]
     )
     assert rc == 0
     row = capsys.readouterr().out.splitlines()[2].split()
@@ -81,9 +81,9 @@ def test_init_file_sets_the_population(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--batch-prompts", "0"], "batch_prompts must be >= 1"),
+        (["--prompts-per-step", "0"], "prompts_per_step must be >= 1"),
         (["--transfer", "2"], r"transfer must be in \[0, 1\]"),
-        (["--per-prompt", "1"], "per_prompt must be in"),
+        (["--rollouts-per-prompt", "1"], "rollouts_per_prompt must be in"),
         (["--strategies", "uniform,greedy"], "unknown strategy 'greedy'"),
         (["--steps", "0"], "--steps must be >= 1"),
         (["--seed", "-1"], "--seed must be >= 0"),
@@ -121,7 +121,7 @@ def test_argparse_errors_exit_2(capsys, args):
             '{"id": 1, "successes": 0, "attempts": 0}\n',
             r"zero\.jsonl, row 1 \(id 1\), field 'attempts'",
         ),
-        ("few.csv", "id,p\na,0.5\n", r"batch_prompts \(32\) > prompts in the dataset \(1\)"),
+        ("few.csv", "id,p\na,0.5\n", r"prompts_per_step \(32\) > prompts in the dataset \(1\)"),
     ],
 )
 def test_bad_init_files_exit_2_naming_the_file(tmp_path, capsys, name, text, pattern):

@@ -20,7 +20,7 @@ from knapsack_rl.simulation.model import (
 
 
 def fixed_population(p, **overrides) -> Population:
-    cfg = preset("small", batch_prompts=1, **overrides)
+    cfg = preset("small", prompts_per_step=1, **overrides)
     return Population.create(cfg, seed=0, init_p=np.asarray(p, dtype=float))
 
 
@@ -83,7 +83,7 @@ def test_size_exponent_scales_gain_with_group_size():
 
 
 def test_transfer_shares_gain_within_cluster_and_conserves_total():
-    cfg = preset("small", batch_prompts=1, lr=1.0, transfer=0.4, clusters=3)
+    cfg = preset("small", prompts_per_step=1, lr=1.0, transfer=0.4, clusters=3)
     pop = Population.create(cfg, seed=3, init_p=np.full(60, 0.5))
     before = pop.skill.copy()
     own = pop.gains(np.array([5]), np.array([8]), np.array([4]))[0]
@@ -121,7 +121,7 @@ def test_init_rates_are_clipped_to_finite_skills():
 
 def test_presets():
     paper = preset("paper")
-    assert (paper.prompts, paper.batch_prompts, paper.per_prompt, paper.budget) == (
+    assert (paper.prompts, paper.prompts_per_step, paper.rollouts_per_prompt, paper.budget) == (
         17_000,
         256,
         8,
@@ -140,10 +140,10 @@ def test_presets():
     "field,value,message",
     [
         ("prompts", 0, "prompts must be >= 1"),
-        ("batch_prompts", 0, "batch_prompts must be >= 1"),
-        ("batch_prompts", 10_000, r"batch_prompts \(10000\) > prompts"),
-        ("per_prompt", 1, "per_prompt must be in"),
-        ("per_prompt", 2.5, "per_prompt must be an integer"),
+        ("prompts_per_step", 0, "prompts_per_step must be >= 1"),
+        ("prompts_per_step", 10_000, r"prompts_per_step \(10000\) > prompts"),
+        ("rollouts_per_prompt", 1, "rollouts_per_prompt must be in"),
+        ("rollouts_per_prompt", 2.5, "rollouts_per_prompt must be an integer"),
         ("min_rollouts", 0, "min_rollouts must be >= 1"),
         ("max_rollouts", 1, r"max_rollouts \(1\) < min_rollouts"),
         ("init_std", -1.0, "init_std must be >= 0"),

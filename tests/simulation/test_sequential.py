@@ -40,7 +40,7 @@ class RecordingEnv(Env):
 
 
 def _config(**over):
-    return preset("small", **{"prompts": 64, "batch_prompts": 16, **over})
+    return preset("small", **{"prompts": 64, "prompts_per_step": 16, **over})
 
 
 def _population(p, cfg=None):
@@ -99,7 +99,7 @@ def test_exact_budget_every_step_and_groups_hold_all_rounds(name):
         got_n = {i: c for i, c in n.items() if c > 0}
         assert dict(zip(out.idx.tolist(), out.n.tolist(), strict=True)) == got_n
         assert dict(zip(out.idx.tolist(), out.k.tolist(), strict=True)) == {i: k[i] for i in got_n}
-        assert out.idx.size == cfg.batch_prompts  # the same prompts as uniform
+        assert out.idx.size == cfg.prompts_per_step  # the same prompts as uniform
         assert np.all(out.n <= cfg.max_rollouts)
         pop.learn(out.idx, out.n, out.k)
 
@@ -163,7 +163,7 @@ def test_reinforce_ada_balance_needs_target_of_each():
     cfg = _config()
     pop = _population([0.5], cfg)
     env, out = _step(make_strategy("reinforce-ada-balance", round_size=1), pop)
-    assert make_strategy("reinforce-ada-balance").target is None  # per_prompt // 2
+    assert make_strategy("reinforce-ada-balance").target is None  # rollouts_per_prompt // 2
     n = np.zeros(cfg.prompts, dtype=np.int64)
     k = np.zeros(cfg.prompts)
     for idx, c, got in env.calls:
@@ -187,7 +187,7 @@ def test_pilot_commit_commits_to_kept_prompts_only():
     pop = _population([1e-6, 0.5, 1 - 1e-6], cfg)
     env, out = _step(PilotCommitStrategy(), pop)
     pilot_idx, pilot_n, pilot_k = env.calls[0]
-    assert np.all(pilot_n == cfg.per_prompt // 4)
+    assert np.all(pilot_n == cfg.rollouts_per_prompt // 4)
     rate = pilot_k / pilot_n
     kept = (rate >= 0.125) & (rate <= 0.75)
     commit = out.n - pilot_n
@@ -258,7 +258,7 @@ def test_rates_from_allocations(tmp_path):
     assert rates.ids == [1, 2, 3]
     np.testing.assert_allclose(rates.p, [0.5, 0.0, 1.0])
     assert rates_from_allocations(path).p[1] == 0.5
-    res = run(_config(prompts=3, batch_prompts=2), ["uniform"], steps=2, init_p=rates.p)
+    res = run(_config(prompts=3, prompts_per_step=2), ["uniform"], steps=2, init_p=rates.p)
     assert res.config.prompts == 3
     path.write_text('{"step": 0, "ids": [1]}\n')
     with pytest.raises(ValueError, match="line 1"):

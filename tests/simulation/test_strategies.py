@@ -256,7 +256,9 @@ def test_every_strategy_spends_the_same_total_and_rows_are_consistent():
     u = res.traces["uniform"].metrics
     assert rows["uniform"]["eff_groups"] == pytest.approx(1 - u["frac_reward_zero_std"].mean())
     # uniform: equal group sizes, so the rollout and group ratios agree
-    assert rows["uniform"]["eff_groups"] == pytest.approx(rows["uniform"]["eff_ratio"])
+    assert rows["uniform"]["eff_groups"] == pytest.approx(
+        rows["uniform"]["effective_gradient_ratio"]
+    )
     d = res.traces["dapo"].metrics
     assert np.all(d["informative_groups"] == 32) and np.all(d["generated_groups"] >= 32)
     assert rows["uniform"]["eff_vs_uniform"] == 0.0
@@ -278,7 +280,7 @@ def test_run_rejects_bad_arguments():
         make_strategy("ar3po", round_size=0)
     with pytest.raises(ValueError, match="discount must be in"):
         make_strategy("bayes", discount=0.0)
-    with pytest.raises(ValueError, match=r"batch_prompts \(32\) > prompts in the dataset \(5\)"):
+    with pytest.raises(ValueError, match=r"prompts_per_step \(32\) > prompts in the dataset \(5\)"):
         run(preset("small"), "uniform", steps=1, init_p=np.full(5, 0.5))
 
 
@@ -306,6 +308,12 @@ def test_paper_preset_calibration_targets_hold_under_uniform():
 def test_knapsack_raises_the_effective_ratio_over_uniform_on_the_paper_preset():
     res = run(preset("paper"), "uniform,knapsack,paper", steps=250, seed=1)
     rows = {r["strategy"]: r for r in res.summary_rows()}
-    assert rows["knapsack"]["eff_ratio_late"] > rows["uniform"]["eff_ratio_late"]
-    assert rows["paper"]["eff_ratio_late"] > rows["uniform"]["eff_ratio_late"]
+    assert (
+        rows["knapsack"]["effective_gradient_ratio_late"]
+        > rows["uniform"]["effective_gradient_ratio_late"]
+    )
+    assert (
+        rows["paper"]["effective_gradient_ratio_late"]
+        > rows["uniform"]["effective_gradient_ratio_late"]
+    )
     assert rows["knapsack"]["max_rollouts"] > 8

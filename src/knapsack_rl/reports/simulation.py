@@ -26,9 +26,9 @@ TABLE_COLUMNS = (
     "strategy",
     "steps",
     "rollouts",
-    "eff_ratio",
+    "effective_gradient_ratio",
     "eff_vs_uniform",
-    "eff_ratio_late",
+    "effective_gradient_ratio_late",
     "eff_groups",
     "mean_p",
     "solved",
@@ -86,7 +86,7 @@ def _curves(result: SimResult, out: Path) -> Path:
         ("effective_gradient_ratio", "effective-gradient ratio (smoothed)", True),
         ("mean_p", "mean true success rate (dataset)", False),
         ("solved", "fraction of prompts with p > 0.5", False),
-        ("all_wrong", f"fraction all-wrong at N = {result.config.per_prompt}", False),
+        ("all_wrong", f"fraction all-wrong at N = {result.config.rollouts_per_prompt}", False),
     ]
     total = max(int(t.metrics["cum_rollouts"][-1]) for t in result.traces.values())
     scale, unit = (1e6, "millions") if total >= 1e6 else (1e3, "thousands")
@@ -116,7 +116,7 @@ def _allocation(result: SimResult, out: Path) -> Path:
     for ax, name in zip(axes.ravel(), names):
         t = result.traces[name]
         ax.scatter(t.alloc_p, t.alloc_n, s=5, alpha=0.4)
-        ax.axhline(result.config.per_prompt, color="gray", ls="--", lw=0.8)
+        ax.axhline(result.config.rollouts_per_prompt, color="gray", ls="--", lw=0.8)
         ax.set_title(name, fontsize=10)
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(0, ymax * 1.05)
@@ -163,7 +163,7 @@ def write_report(
         (
             "p",
             f"{len(result.traces)} strategies, {result.steps} steps of {c.budget} rollouts "
-            f"({c.batch_prompts} prompts x {c.per_prompt}), seed {result.seed}. Every strategy "
+            f"({c.prompts_per_step} prompts x {c.rollouts_per_prompt}), seed {result.seed}. Every strategy "
             "spends the same total; dynamic sampling takes fewer, larger steps.",
         )
     )
@@ -174,11 +174,11 @@ def write_report(
     blocks.append(
         (
             "p",
-            "eff_ratio: share of all rollouts spent that landed in trained groups with a "
-            "success and a failure; eff_ratio_late: the same over the last 10% of rollouts; "
+            "effective_gradient_ratio: share of all rollouts spent that landed in trained groups with a "
+            "success and a failure; effective_gradient_ratio_late: the same over the last 10% of rollouts; "
             "eff_groups: share of generated groups that were informative and trained; "
             "mean_p, solved (p > 0.5), all_correct and all_wrong (expected, at N = "
-            f"{c.per_prompt}) are over the whole dataset at the end. Initially: "
+            f"{c.rollouts_per_prompt}) are over the whole dataset at the end. Initially: "
             + ", ".join(f"{k} {v:.3f}" for k, v in result.initial.items())
             + ".",
         )

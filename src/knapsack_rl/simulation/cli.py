@@ -33,11 +33,22 @@ MAX_STEPS = 100_000
 #: Default number of steps per preset.
 PRESET_STEPS = {"paper": 1000, "small": 200}
 
+# flags renamed to the project's one vocabulary: new -> old spellings still accepted
+_OLD_FLAGS = {
+    "--prompts-per-step": ("--batch-prompts",),
+    "--rollouts-per-prompt": ("--per-prompt",),
+}
+
 # (flag, ModelConfig field, type, help)
 _MODEL_OPTIONS = (
     ("--prompts", "prompts", int, "dataset size (ignored with --init)"),
-    ("--batch-prompts", "batch_prompts", int, "prompts per step, M"),
-    ("--per-prompt", "per_prompt", int, "rollouts per prompt on average (budget B = M x N)"),
+    ("--prompts-per-step", "prompts_per_step", int, "prompts per step, M"),
+    (
+        "--rollouts-per-prompt",
+        "rollouts_per_prompt",
+        int,
+        "rollouts per prompt on average (budget B = M x N)",
+    ),
     ("--min-rollouts", "min_rollouts", int, "fewest rollouts per prompt for allocators (L)"),
     ("--max-rollouts", "max_rollouts", int, "most rollouts per prompt for allocators (U)"),
     ("--init-mean", "init_mean", float, "mean initial skill (logits)"),
@@ -94,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model (override the preset)")
     for flag, dest, kind, help_ in _MODEL_OPTIONS:
         metavar = "N" if kind is int else "X"
-        g.add_argument(flag, dest=dest, type=number_arg(kind, flag), metavar=metavar, help=help_)
+        names = [flag, *_OLD_FLAGS.get(flag, ())]  # old spellings keep working, unlisted
+        g.add_argument(*names, dest=dest, type=number_arg(kind, flag), metavar=metavar, help=help_)
     return p
 
 
@@ -135,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.quiet:
             print(
                 f"simulating {config.prompts} prompts, {steps} steps of "
-                f"{config.batch_prompts} x {config.per_prompt} rollouts (preset {args.preset}, "
+                f"{config.prompts_per_step} x {config.rollouts_per_prompt} rollouts (preset {args.preset}, "
                 f"seed {args.seed})",
                 file=sys.stderr,
             )

@@ -8,7 +8,7 @@ the skills as follows:
 - a group whose rewards are all equal (all correct or all wrong) has zero
   advantage and changes nothing;
 - a group with at least one success and one failure raises its prompt's skill
-  by ``dz = lr * (1 - p_i) * (n / per_prompt) ** size_exponent``. With
+  by ``dz = lr * (1 - p_i) * (n / rollouts_per_prompt) ** size_exponent``. With
   ``size_exponent = 0`` this is, to first order, a rise of the success rate of
   ``dp = p (1 - p) dz = lr * p (1 - p)^2 = lr * InfoGain(p)``: the paper's
   assumption, made literal (``docs/method.md``, the value). ``size_exponent > 0`` lets larger
@@ -54,16 +54,16 @@ class ModelConfig:
 
     Attributes:
         prompts: dataset size (prompts), ignored when initial rates come from a file.
-        batch_prompts: prompts per step, M.
-        per_prompt: mean rollouts per prompt; the step budget is
-            ``B = batch_prompts * per_prompt`` rollouts (uniform gives each prompt this many).
+        prompts_per_step: prompts per step, M.
+        rollouts_per_prompt: mean rollouts per prompt; the step budget is
+            ``B = prompts_per_step * rollouts_per_prompt`` rollouts (uniform gives each prompt this many).
         min_rollouts: fewest rollouts a prompt gets from an allocator (L).
         max_rollouts: most rollouts a prompt gets from an allocator (U).
         init_mean: mean of the initial skills (logit units; 0 means p = 0.5).
         init_std: standard deviation of the initial skills (logit units).
         lr: learning rate: skill gain (logits) of an informative group at ``p = 0``;
             the gain is ``lr * (1 - p)`` (``dp = lr * InfoGain(p)``).
-        size_exponent: gain scales with ``(n / per_prompt) ** size_exponent``
+        size_exponent: gain scales with ``(n / rollouts_per_prompt) ** size_exponent``
             for a group of n rollouts (0: size does not matter, as the paper assumes).
         transfer: fraction in [0, 1] of each gain shared evenly with the
             prompt's cluster (0: prompts learn independently).
@@ -73,8 +73,8 @@ class ModelConfig:
     """
 
     prompts: int = 17_000
-    batch_prompts: int = 256
-    per_prompt: int = 8
+    prompts_per_step: int = 256
+    rollouts_per_prompt: int = 8
     min_rollouts: int = 2
     max_rollouts: int = 128
     init_mean: float = -1.0
@@ -87,8 +87,8 @@ class ModelConfig:
 
     @property
     def budget(self) -> int:
-        """Rollouts per step, ``batch_prompts * per_prompt``."""
-        return self.batch_prompts * self.per_prompt
+        """Rollouts per step, ``prompts_per_step * rollouts_per_prompt``."""
+        return self.prompts_per_step * self.rollouts_per_prompt
 
     def validate(self, prompts: int | None = None) -> ModelConfig:
         """Check every field; raise ValueError naming the field. Returns self.
@@ -97,8 +97,8 @@ class ModelConfig:
         """
         ints = (
             "prompts",
-            "batch_prompts",
-            "per_prompt",
+            "prompts_per_step",
+            "rollouts_per_prompt",
             "min_rollouts",
             "max_rollouts",
             "clusters",
@@ -120,20 +120,22 @@ class ModelConfig:
         n = self.prompts if prompts is None else prompts
         if self.prompts < 1:
             raise ValueError(f"prompts must be >= 1, got {self.prompts}")
-        if self.batch_prompts < 1:
-            raise ValueError(f"batch_prompts must be >= 1, got {self.batch_prompts}")
-        if self.batch_prompts > n:
-            raise ValueError(f"batch_prompts ({self.batch_prompts}) > prompts in the dataset ({n})")
+        if self.prompts_per_step < 1:
+            raise ValueError(f"prompts_per_step must be >= 1, got {self.prompts_per_step}")
+        if self.prompts_per_step > n:
+            raise ValueError(
+                f"prompts_per_step ({self.prompts_per_step}) > prompts in the dataset ({n})"
+            )
         if self.min_rollouts < 1:
             raise ValueError(f"min_rollouts must be >= 1, got {self.min_rollouts}")
         if self.max_rollouts < self.min_rollouts:
             raise ValueError(
                 f"max_rollouts ({self.max_rollouts}) < min_rollouts ({self.min_rollouts})"
             )
-        if not self.min_rollouts <= self.per_prompt <= self.max_rollouts:
+        if not self.min_rollouts <= self.rollouts_per_prompt <= self.max_rollouts:
             raise ValueError(
-                f"per_prompt must be in [min_rollouts, max_rollouts] = "
-                f"[{self.min_rollouts}, {self.max_rollouts}], got {self.per_prompt}"
+                f"rollouts_per_prompt must be in [min_rollouts, max_rollouts] = "
+                f"[{self.min_rollouts}, {self.max_rollouts}], got {self.rollouts_per_prompt}"
             )
         if self.init_std < 0:
             raise ValueError(f"init_std must be >= 0, got {self.init_std}")
@@ -162,8 +164,8 @@ class ModelConfig:
 PRESETS: dict[str, dict] = {
     "paper": dict(
         prompts=17_000,
-        batch_prompts=256,
-        per_prompt=8,
+        prompts_per_step=256,
+        rollouts_per_prompt=8,
         min_rollouts=2,
         max_rollouts=128,
         init_mean=-1.0,
@@ -175,8 +177,8 @@ PRESETS: dict[str, dict] = {
     ),
     "small": dict(
         prompts=400,
-        batch_prompts=32,
-        per_prompt=8,
+        prompts_per_step=32,
+        rollouts_per_prompt=8,
         min_rollouts=2,
         max_rollouts=64,
         init_mean=-1.0,
@@ -304,14 +306,14 @@ class Population:
 
     def gains(self, idx: np.ndarray, n: np.ndarray, k: np.ndarray) -> np.ndarray:
         """Own skill gain (logits) of each group before transfer: 0 for
-        all-equal groups, ``lr (1 - p) (n / per_prompt)^size_exponent`` otherwise."""
+        all-equal groups, ``lr (1 - p) (n / rollouts_per_prompt)^size_exponent`` otherwise."""
         c = self.config
         n = np.asarray(n, dtype=np.float64)
         k = np.asarray(k, dtype=np.float64)
         informative = (k > 0) & (k < n)
         g = c.lr * (1.0 - self.p(idx))
         if c.size_exponent:
-            g = g * (n / c.per_prompt) ** c.size_exponent
+            g = g * (n / c.rollouts_per_prompt) ** c.size_exponent
         return np.where(informative, g, 0.0)
 
     def learn(self, idx: np.ndarray, n: np.ndarray, k: np.ndarray) -> None:

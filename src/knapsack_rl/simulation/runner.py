@@ -16,7 +16,7 @@ Per-step metrics (arrays in :attr:`Trace.metrics`):
 - ``mean_p``: mean true success rate over the dataset after the step.
 - ``solved``: fraction of the dataset with true p > 0.5 after the step.
 - ``all_correct`` / ``all_wrong``: expected fraction of the dataset whose
-  ``per_prompt`` rollouts would all be correct / all wrong (mean of p^N, (1-p)^N).
+  ``rollouts_per_prompt`` rollouts would all be correct / all wrong (mean of p^N, (1-p)^N).
 - ``max_rollouts``: most rollouts one prompt got in the step.
 - ``groups``: groups trained in the step; ``informative_groups``: those with
   a success and a failure (the ones that move the model);
@@ -92,8 +92,8 @@ class Trace:
     def summary(self, late: float = 0.1) -> dict:
         """One row: totals, and averages over the last ``late`` share of rollouts spent.
 
-        ``eff_ratio``: effective-gradient ratio over the whole run (rollouts in
-        trained informative groups / rollouts spent); ``eff_ratio_late``: the same
+        ``effective_gradient_ratio``: effective-gradient ratio over the whole run (rollouts in
+        trained informative groups / rollouts spent); ``effective_gradient_ratio_late``: the same
         over the last ``late`` share of rollouts; ``eff_groups``: informative
         trained groups / groups generated; ``mean_p``, ``solved``,
         ``all_correct``, ``all_wrong``: dataset metrics after the last step;
@@ -113,8 +113,8 @@ class Trace:
             "strategy": self.name,
             "steps": int(m["step"].size),
             "rollouts": int(total),
-            "eff_ratio": eff,
-            "eff_ratio_late": late_eff,
+            "effective_gradient_ratio": eff,
+            "effective_gradient_ratio_late": late_eff,
             "eff_groups": float(m["informative_groups"].sum()) / gen if gen else 0.0,
             "mean_p": float(m["mean_p"][-1]),
             "solved": float(m["solved"][-1]),
@@ -147,15 +147,19 @@ class SimResult:
         """One row per strategy, plus ``eff_vs_uniform`` (relative to uniform's
         overall effective-gradient ratio) when uniform was run."""
         rows = [t.summary(late) for t in self.traces.values()]
-        base = next((r["eff_ratio"] for r in rows if r["strategy"] == "uniform"), None)
+        base = next(
+            (r["effective_gradient_ratio"] for r in rows if r["strategy"] == "uniform"), None
+        )
         for r in rows:
-            r["eff_vs_uniform"] = (r["eff_ratio"] / base - 1.0) if base else float("nan")
+            r["eff_vs_uniform"] = (
+                (r["effective_gradient_ratio"] / base - 1.0) if base else float("nan")
+            )
         return rows
 
 
 def _dataset_metrics(pop: Population) -> dict:
     p = pop.p()
-    n = pop.config.per_prompt
+    n = pop.config.rollouts_per_prompt
     return {
         "mean_p": float(p.mean()),
         "solved": float((p > 0.5).mean()),
@@ -318,7 +322,7 @@ def run(
 def paired_differences(
     results: Sequence[SimResult],
     base: str = "uniform",
-    keys: Sequence[str] = ("mean_p", "all_wrong", "eff_ratio"),
+    keys: Sequence[str] = ("mean_p", "all_wrong", "effective_gradient_ratio"),
     strategies: Sequence[str] | None = None,
 ) -> list[dict]:
     """Each strategy minus ``base`` on the same seed, over several seeds.

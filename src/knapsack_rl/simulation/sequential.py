@@ -1,8 +1,8 @@
 """Sequential strategies: a step's rollouts are generated in rounds, and each round
 is planned from what the step has drawn so far.
 
-All of them roll out the same ``batch_prompts`` prompts of the stream as
-``uniform`` and spend exactly ``B = batch_prompts * per_prompt`` rollouts per step,
+All of them roll out the same ``prompts_per_step`` prompts of the stream as
+``uniform`` and spend exactly ``B = prompts_per_step * rollouts_per_prompt`` rollouts per step,
 so they compare at equal rollouts. A prompt's trained group is every rollout it got
 in the step, all rounds together (the advantage baseline is over all of them).
 
@@ -129,7 +129,7 @@ class RoundsStrategy(Strategy):
 
     def step(self, env: Env) -> StepOutcome:
         c = env.config
-        idx = env.next_prompts(c.batch_prompts)
+        idx = env.next_prompts(c.prompts_per_step)
         n = np.zeros(idx.size, dtype=np.int64)
         k = np.zeros(idx.size)
         counts = self.planner.start(idx.tolist(), budget=c.budget)
@@ -162,7 +162,7 @@ class RoundsStrategy(Strategy):
 class PilotCommitStrategy(Strategy):
     """Pilot-Commit style: a small pilot, then commit the rest to the kept prompts.
 
-    Each prompt gets ``pilot`` rollouts (default ``max(1, per_prompt // 4)``, the
+    Each prompt gets ``pilot`` rollouts (default ``max(1, rollouts_per_prompt // 4)``, the
     paper's pilot:commit ratio of 1:3). A prompt is kept when its pilot success
     rate is in ``[lower, 1 - upper]`` (the reference code's thresholds 0.125 and
     0.25); the rest of the budget is split evenly over the kept prompts, at most
@@ -190,8 +190,8 @@ class PilotCommitStrategy(Strategy):
 
     def step(self, env: Env) -> StepOutcome:
         c = env.config
-        idx = env.next_prompts(c.batch_prompts)
-        pilot = self.pilot or max(1, c.per_prompt // 4)
+        idx = env.next_prompts(c.prompts_per_step)
+        pilot = self.pilot or max(1, c.rollouts_per_prompt // 4)
         pilot = min(pilot, c.budget // idx.size, c.max_rollouts)
         n = np.full(idx.size, pilot, dtype=np.int64)
         k, _, _ = env.rollout(idx, n)
@@ -219,7 +219,7 @@ class ReinforceAdaStrategy(Strategy):
     ``round_size`` more rollouts (the last round is trimmed to the budget, one
     rollout per prompt in turn). A prompt retires once it holds at least
     ``target`` successes and ``target`` failures (``target=1``: one of each;
-    the paper's balanced variant asks for ``per_prompt // 2`` of each), or reaches
+    the paper's balanced variant asks for ``rollouts_per_prompt // 2`` of each), or reaches
     ``max_rollouts``. When every prompt has retired and budget is left, the rest
     is spread evenly over all prompts. The trained group is every rollout of the
     prompt (baseline over all samples).
@@ -240,8 +240,8 @@ class ReinforceAdaStrategy(Strategy):
 
     def step(self, env: Env) -> StepOutcome:
         c = env.config
-        target = self.target or max(1, c.per_prompt // 2)
-        idx = env.next_prompts(c.batch_prompts)
+        target = self.target or max(1, c.rollouts_per_prompt // 2)
+        idx = env.next_prompts(c.prompts_per_step)
         n = np.zeros(idx.size, dtype=np.int64)
         k = np.zeros(idx.size)
         left = c.budget

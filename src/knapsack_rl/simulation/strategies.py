@@ -8,9 +8,9 @@ gradient step trains on as a :class:`StepOutcome`. To add one, subclass
 :class:`Strategy`, implement ``step``, and register it in :data:`STRATEGIES`
 (or pass an instance to :func:`knapsack_rl.simulation.run`).
 
-Built in (all at the budget ``B = batch_prompts * per_prompt`` per step unless noted):
+Built in (all at the budget ``B = prompts_per_step * rollouts_per_prompt`` per step unless noted):
 
-- ``uniform``: ``per_prompt`` rollouts for each of ``batch_prompts`` prompts.
+- ``uniform``: ``rollouts_per_prompt`` rollouts for each of ``prompts_per_step`` prompts.
 - ``knapsack``: exact optimum of the paper's value (``method="knapsack"``),
   with success rates from a :class:`~knapsack_rl.tracking.WindowTracker`.
 - ``oracle``: the same with the true success rates (a ceiling, not a method).
@@ -19,8 +19,8 @@ Built in (all at the budget ``B = batch_prompts * per_prompt`` per step unless n
 - ``bayes``: posterior expected value (``method="bayes"``) with the
   discounted ``BetaTracker`` and its empirical-Bayes prior.
 - ``dapo``: DAPO dynamic sampling: roll out batches of prompts with
-  ``per_prompt`` rollouts each, drop all-equal groups, refill until
-  ``batch_prompts`` groups are kept (at most ``max_gen_batches`` batches);
+  ``rollouts_per_prompt`` rollouts each, drop all-equal groups, refill until
+  ``prompts_per_step`` groups are kept (at most ``max_gen_batches`` batches);
   spends a multiple of B per step and reports it.
 - ``greso``: GRESO-style pre-rollout skipping: a prompt whose last visit was
   all-equal is skipped (no rollouts) unless an exploration draw with
@@ -72,7 +72,7 @@ class Env:
     """What a strategy sees of the simulation during one run.
 
     Attributes:
-        config: the model configuration (``batch_prompts``, ``per_prompt``,
+        config: the model configuration (``prompts_per_step``, ``rollouts_per_prompt``,
             ``budget``, ``min_rollouts``, ``max_rollouts``).
         population: the simulated prompts (use :meth:`true_p` for their true rates).
         rng: the strategy's own random generator (rewards and any choices).
@@ -91,7 +91,7 @@ class Env:
 
     @property
     def budget(self) -> int:
-        """Rollouts per step, ``batch_prompts * per_prompt``."""
+        """Rollouts per step, ``prompts_per_step * rollouts_per_prompt``."""
         return self.config.budget
 
     def next_prompts(self, k: int) -> np.ndarray:
@@ -174,14 +174,14 @@ class Strategy:
 
 
 class UniformStrategy(Strategy):
-    """``per_prompt`` rollouts for each of ``batch_prompts`` prompts."""
+    """``rollouts_per_prompt`` rollouts for each of ``prompts_per_step`` prompts."""
 
     name = "uniform"
 
     def step(self, env: Env) -> StepOutcome:
         c = env.config
-        idx = env.next_prompts(c.batch_prompts)
-        n = np.full(idx.size, c.per_prompt, dtype=np.int64)
+        idx = env.next_prompts(c.prompts_per_step)
+        n = np.full(idx.size, c.rollouts_per_prompt, dtype=np.int64)
         k, _, _ = env.rollout(idx, n)
         return StepOutcome(idx, n, k)
 
@@ -224,7 +224,7 @@ class AllocatorStrategy(Strategy):
             method=self.method,
             min_rollouts=c.min_rollouts,
             max_rollouts=c.max_rollouts,
-            rollouts_per_prompt=c.per_prompt,
+            rollouts_per_prompt=c.rollouts_per_prompt,
             **self.allocator_kwargs,
         )
         self.tracker = None
@@ -239,9 +239,9 @@ class AllocatorStrategy(Strategy):
 
     def step(self, env: Env) -> StepOutcome:
         c = env.config
-        idx = env.next_prompts(c.batch_prompts)
+        idx = env.next_prompts(c.prompts_per_step)
         stats = self.inputs(env, idx)
-        n = self.allocator.allocate(stats, rollouts_per_prompt=c.per_prompt).rollouts
+        n = self.allocator.allocate(stats, rollouts_per_prompt=c.rollouts_per_prompt).rollouts
         k, flat, rewards = env.rollout(idx, n)
         if self.tracker is not None:
             self.tracker.update(flat, rewards)
@@ -294,10 +294,10 @@ class DynamicSamplingStrategy(Strategy):
     """DAPO dynamic sampling: over-sample, drop all-equal groups, refill.
 
     Each generation batch rolls out ``gen_batch_prompts`` (default
-    ``batch_prompts``) new prompts ``per_prompt`` times; groups with a success
-    and a failure are kept, the rest dropped, until ``batch_prompts`` groups
+    ``prompts_per_step``) new prompts ``rollouts_per_prompt`` times; groups with a success
+    and a failure are kept, the rest dropped, until ``prompts_per_step`` groups
     are kept or ``max_gen_batches`` batches were generated (then the step
-    trains on what it has). Kept groups beyond ``batch_prompts`` are dropped
+    trains on what it has). Kept groups beyond ``prompts_per_step`` are dropped
     too. Every rollout generated counts as spent.
     """
 
@@ -317,12 +317,12 @@ class DynamicSamplingStrategy(Strategy):
 
     def step(self, env: Env) -> StepOutcome:
         c = env.config
-        gen = self.gen_batch_prompts or c.batch_prompts
+        gen = self.gen_batch_prompts or c.prompts_per_step
         keep_i, keep_n, keep_k, drop_n, drop_k = [], [], [], [], []
         kept = 0
         for _ in range(self.max_gen_batches):
             idx = env.next_prompts(gen)
-            n = np.full(idx.size, c.per_prompt, dtype=np.int64)
+            n = np.full(idx.size, c.rollouts_per_prompt, dtype=np.int64)
             k, _, _ = env.rollout(idx, n)
             ok = (k > 0) & (k < n)
             keep_i.append(idx[ok])
@@ -331,10 +331,10 @@ class DynamicSamplingStrategy(Strategy):
             drop_n.append(n[~ok])
             drop_k.append(k[~ok])
             kept += int(ok.sum())
-            if kept >= c.batch_prompts:
+            if kept >= c.prompts_per_step:
                 break
         idx, n, k = (np.concatenate(a) for a in (keep_i, keep_n, keep_k))
-        m = c.batch_prompts
+        m = c.prompts_per_step
         drop_n.append(n[m:])
         drop_k.append(k[m:])
         return StepOutcome(idx[:m], n[:m], k[:m], np.concatenate(drop_n), np.concatenate(drop_k))
@@ -352,9 +352,9 @@ class GresoStrategy(Strategy):
     A prompt whose last visit had all-equal rewards is skipped before any
     rollout, unless a draw with probability ``explore`` keeps it; skipped
     prompts cost nothing and the batch is refilled from the stream until it
-    holds ``batch_prompts`` prompts (at most ``max_draws`` times
-    ``batch_prompts`` prompts are examined; then skipped ones fill the rest).
-    Every kept prompt gets ``per_prompt`` rollouts, so a step spends exactly B.
+    holds ``prompts_per_step`` prompts (at most ``max_draws`` times
+    ``prompts_per_step`` prompts are examined; then skipped ones fill the rest).
+    Every kept prompt gets ``rollouts_per_prompt`` rollouts, so a step spends exactly B.
     """
 
     name = "greso"
@@ -374,7 +374,7 @@ class GresoStrategy(Strategy):
 
     def step(self, env: Env) -> StepOutcome:
         c = env.config
-        m = c.batch_prompts
+        m = c.prompts_per_step
         chosen, skipped = [], []
         have = 0
         for _ in range(self.max_draws):
@@ -389,7 +389,7 @@ class GresoStrategy(Strategy):
         if have < m:  # the stream is nearly all skippable: fill with skipped prompts
             chosen.append(np.concatenate(skipped)[: m - have])
         idx = np.concatenate(chosen)
-        n = np.full(idx.size, c.per_prompt, dtype=np.int64)
+        n = np.full(idx.size, c.rollouts_per_prompt, dtype=np.int64)
         k, _, _ = env.rollout(idx, n)
         self._flat[idx] = (k == 0) | (k == n)
         return StepOutcome(idx, n, k)
@@ -401,10 +401,10 @@ class GresoStrategy(Strategy):
 class AR3POStrategy(Strategy):
     """AR3PO-style sequential sampling in small rounds.
 
-    ``batch_prompts`` prompts start active; each round gives every active
+    ``prompts_per_step`` prompts start active; each round gives every active
     prompt ``round_size`` more rollouts (the last round may give fewer, to fit
     the budget). A prompt stops once it has a success and a failure, or has
-    ``cap`` rollouts (default ``4 * per_prompt``). When no prompt is active and
+    ``cap`` rollouts (default ``4 * rollouts_per_prompt``). When no prompt is active and
     budget is left, new prompts are drawn from the stream. A step spends
     exactly B; every prompt that got rollouts is a trained group.
     """
@@ -422,15 +422,15 @@ class AR3POStrategy(Strategy):
 
     def step(self, env: Env) -> StepOutcome:
         c = env.config
-        cap = self.cap or 4 * c.per_prompt
+        cap = self.cap or 4 * c.rollouts_per_prompt
         left = c.budget
-        idx = env.next_prompts(c.batch_prompts)
+        idx = env.next_prompts(c.prompts_per_step)
         n = np.zeros(idx.size, dtype=np.int64)
         k = np.zeros(idx.size)
         while left > 0:
             act = np.flatnonzero(((k == 0) | (k == n)) & (n < cap))
             if act.size == 0:
-                new = env.next_prompts(min(c.batch_prompts, -(-left // self.round_size)))
+                new = env.next_prompts(min(c.prompts_per_step, -(-left // self.round_size)))
                 idx = np.concatenate([idx, new])
                 n = np.concatenate([n, np.zeros(new.size, dtype=np.int64)])
                 k = np.concatenate([k, np.zeros(new.size)])
