@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from knapsack_rl import defaults
 from knapsack_rl.allocation import METHODS, Allocation, Allocator
 from knapsack_rl.allocation.rounds import VALUES
 from knapsack_rl.metrics import allocation_stats, effective_gradient_ratio, frac_reward_zero_std
@@ -163,7 +164,8 @@ class KnapsackGRPOConfig(GRPOConfig):
         metadata={"help": "Allocation method: knapsack, paper, bayes, uniform or rounds."},
     )
     value: str = field(
-        default="paper", metadata={"help": "Value model of rounds: paper, informative, size, coba."}
+        default=defaults.VALUE,
+        metadata={"help": "Value model of rounds: paper, informative, size, coba."},
     )
     prior_group_column: str | None = field(
         default=None, metadata={"help": "Column pooling the priors of rounds (e.g. level)."}

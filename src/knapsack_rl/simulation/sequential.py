@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from knapsack_rl import defaults
 from knapsack_rl.allocation.rounds import VALUES
 from knapsack_rl.simulation.strategies import Env, StepOutcome, Strategy
 from knapsack_rl.tracking import make_tracker
@@ -39,9 +40,10 @@ __all__ = [
     "ROUNDS_DEFAULT_VALUE",
 ]
 
-#: Value model of the ``rounds`` default, picked by the simulator's ``paper``
-#: preset at equal rollouts (benchmarks/RESULTS_simulate.md).
-ROUNDS_DEFAULT_VALUE = "paper"
+#: Value model of the ``rounds`` strategy: the project default (``defaults.VALUE``). In
+#: this simulator ``rounds-paper`` scores highest, because its learning model gives a
+#: group no credit for its size; the reference trainer's demo picks ``size``.
+ROUNDS_DEFAULT_VALUE = defaults.VALUE
 
 
 def _spread(give: np.ndarray, room: np.ndarray, left: int) -> int:

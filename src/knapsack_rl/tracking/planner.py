@@ -22,6 +22,7 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
+from knapsack_rl import defaults
 from knapsack_rl.allocation.rounds import VALUES, allocate_round
 from knapsack_rl.tracking.priors import PriorModel
 from knapsack_rl.tracking.trackers import Tracker, binarize_rewards
@@ -52,7 +53,7 @@ class RoundPlanner:
         pilot_size: int = 4,
         min_rollouts: int = 2,
         max_rollouts: int = 128,
-        value: str = "paper",
+        value: str = defaults.VALUE,
         priors: PriorModel | None = None,
     ) -> None:
         if int(rounds) < 1:

@@ -45,6 +45,11 @@ class DemoConfig(TrainConfig):
     discount: float = _f(
         0.7, "beta tracker: forgetting factor per visit (the demo's measured setting)"
     )
+    sft_noise: float = _f(
+        0.1,
+        "warm-start: share of wrong targets; 0.1 gives the paper's late-training mix under "
+        "uniform (benchmarks/task_stats.py)",
+    )
     out: str = _f("runs/demo", "report folder (index.html, PNG plots, one training run per method)")
     methods: tuple[str, ...] = _f(
         ("uniform", "knapsack", "rounds"), "allocation methods to compare (comma list)"
