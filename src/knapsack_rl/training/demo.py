@@ -418,9 +418,9 @@ def write_report(
             f"{key} on {cfg.eval_prompts} held-out prompts. Differences are paired by seed; "
             f"the standard error is over seeds. Total time {seconds:.0f}s.",
         ),
-        ("table", summary["rows"]),
+        ("table", _compact(summary["rows"], key)),
         ("h2", "Per seed"),
-        ("table", summary["per_seed"]),
+        ("table", _compact(summary["per_seed"], key)),
         ("h2", "Plots"),
         ("imgs", imgs),
         ("h2", "Per-level held-out accuracy (final, first seed)"),
@@ -431,6 +431,41 @@ def write_report(
         ("pre", table),
     ]
     return write_html(out / "index.html", "knapsack-rl demo: learning per rollout", blocks)
+
+
+_SHORT = {  # report column -> heading
+    "seed": "seed",
+    "method": "method",
+    "final": "final",
+    "start": "start",
+    "greedy": "greedy",
+    "diff_vs_uniform": "final - uniform",
+    "diff_se": "s.e.",
+    "seeds_above_uniform": "seeds above",
+    "rollouts_to_uniform_final": "rollouts to uniform's final",
+    "reach_ratio": "rollouts to uniform's final",
+    "effective_gradient_ratio": "eff. grad. ratio",
+    "wall_per_rollout_vs_uniform": "wall/rollout vs uniform",
+    "sec_per_1k_rollouts": "s per 1k rollouts",
+}
+
+
+def _compact(rows: list[dict], key: str) -> list[dict]:
+    """The report's narrow tables: fewer columns, short headings, 3 decimals."""
+    out = []
+    for r in rows:
+        row = {}
+        for k, v in r.items():
+            name = _SHORT.get(k) or {"start_" + key: "start", "final_" + key: "final"}.get(k)
+            if name is None:
+                continue
+            if v is None:
+                v = "-"
+            elif isinstance(v, float):
+                v = f"{v:+.3f}" if k == "diff_vs_uniform" else f"{v:.3f}"
+            row[name] = v
+        out.append(row)
+    return out
 
 
 def _level_rows(runs: dict, key: str) -> list[dict]:
