@@ -94,7 +94,11 @@ def test_example_and_plot(tmp_path, capsys):
 def test_top_level_dispatch(p_csv, capsys):
     assert top_main(["allocate", str(p_csv), "--budget", "20"]) == 0
     assert top_main(["nope"]) == 2
+    capsys.readouterr()
     assert top_main(["--version"]) == 0
+    import knapsack_rl
+
+    assert capsys.readouterr().out.strip() == f"knapsack-rl {knapsack_rl.__version__}"
 
 
 BAD_FILES = [
