@@ -63,27 +63,37 @@ class Boom:
     """The graded reward (it trains: groups mix successes and failures), raising on the Nth
     training call (16 completions)."""
 
-    def __init__(self, at):
-        self.at, self.calls = at, 0
+    def __init__(self, at, size=16):
+        self.at, self.size, self.calls = at, size, 0
 
     def __call__(self, prompts, completions, **kw):
-        if len(completions) == 16:
+        if len(completions) == self.size:
             self.calls += 1
             if self.calls == self.at:
                 raise ValueError("simulated crash")
         return _graded(prompts, completions, **kw)
 
 
-@pytest.mark.parametrize("method", ["knapsack", "bayes"])
-def test_resume_equals_uninterrupted(tmp_path, method):
-    full = Trainer(tiny(tmp_path, "full", method=method), reward_fn=_graded)
+# rounds: a pilot of 2 x 4 prompts, then a second wave of 12 (the rest of 4 x 5)
+ROUNDS = dict(method="rounds", pilot=2, rollouts_per_prompt=5)
+
+
+@pytest.mark.parametrize(
+    "kw, crash_size",
+    [(dict(method="knapsack"), 16), (dict(method="bayes"), 16), (ROUNDS, 12)],
+    ids=["knapsack", "bayes", "rounds"],
+)
+def test_resume_equals_uninterrupted(tmp_path, kw, crash_size):
+    full = Trainer(tiny(tmp_path, "full", **kw), reward_fn=_graded)
     full.run()
     m = _lines(tmp_path / "full" / "metrics.jsonl")
     assert all(x["trained_rollouts"] > 0 and x["grad_norm"] > 0 for x in m[3:])  # it trains
+    if kw["method"] == "rounds":
+        assert all(x["rounds"] == 2 and x["rollouts"] == 20 for x in m)
     # interrupted at step index 4 (after the checkpoint of step 3), then resumed
-    cfg = tiny(tmp_path, "cut", method=method)
+    cfg = tiny(tmp_path, "cut", **kw)
     t = Trainer(cfg)
-    t.reward_fn = Boom(at=5)
+    t.reward_fn = Boom(at=5, size=crash_size)
     with pytest.raises(TrainError, match="simulated crash"):
         t.run()
     ck = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
