@@ -593,3 +593,37 @@ def test_gpu_check_settings_compose(kv, tmp_path):
         cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg)
     )
     assert cfg.trainer.total_training_steps == 3 and cfg.trainer.save_freq == 3
+
+
+# ------------------------------------------------------------ method "rounds"
+def test_rounds_method_one_shot_from_fresh_priors(kv, tmp_path):
+    """knapsack.method=rounds: the planner's first round from pooled, decayed priors; the
+    planner updates the tracker and its state is saved beside the tracker."""
+    kcfg = kv.KnapsackVerlConfig(method="rounds", tracker="beta", min_rollouts=2, max_rollouts=16)
+    state = kv.KnapsackState(kcfg, rollout_n=4)
+    assert state.planner is not None and state.planner.value == kcfg.value
+    # history: prompts 0-3 are solved half the time, 4-7 never
+    for pid in range(8):
+        state.tracker.update([pid] * 8, [1, 0] * 4 if pid < 4 else [0] * 8)
+    uids = [f"u{k}" for k in range(8)]
+    r = state.allocate(uids, list(range(8)))
+    assert r.sum() == 32 and r.min() >= 2
+    assert r[:4].mean() > r[4:].mean()  # informative prompts are worth more draws
+    rewards = np.concatenate([[1.0, 0.0] * (n // 2) + [0.0] * (n % 2) for n in r])
+    traj = [u for u, n in zip(uids, r) for _ in range(n)]
+    metrics = state.observe(traj, rewards)
+    assert state.planner.step == 1 and "knapsack/effective_gradient_ratio" in metrics
+    assert state.tracker.stats([0]).attempts[0] > 8  # updated through the planner
+    state.save(str(tmp_path))
+    again = kv.KnapsackState(kcfg, rollout_n=4)
+    assert again.load(str(tmp_path)) and again.planner.step == 1
+    assert again.planner.priors.last_seen == state.planner.priors.last_seen
+    assert again.planner.tracker is again.tracker
+
+
+def test_rounds_method_settings_are_checked(kv, data_dir, tmp_path):
+    ok = kv.check_config(compose(kv, data_dir, tmp_path, "knapsack.method=rounds"))
+    assert ok.method == "rounds"
+    bad = compose(kv, data_dir, tmp_path, "knapsack.method=rounds", "knapsack.value=nope")
+    with pytest.raises(kv.KnapsackConfigError, match="knapsack.value"):
+        kv.check_config(bad)

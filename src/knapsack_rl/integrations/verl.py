@@ -39,6 +39,7 @@ at start-up, before any worker is created.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -49,10 +50,13 @@ from typing import Any
 import numpy as np
 
 # --- knapsack-rl API (kept in one place) ------------------------------------
-from knapsack_rl import Allocator
+from knapsack_rl import Allocator, defaults
 from knapsack_rl.allocation import METHODS
+from knapsack_rl.allocation.rounds import VALUES
+from knapsack_rl.atomic import atomic_write_text
 from knapsack_rl.metrics import allocation_stats, effective_gradient_ratio
 from knapsack_rl.tracking import TRACKERS, Tracker, load_tracker, make_tracker
+from knapsack_rl.tracking.planner import RoundPlanner
 
 
 def _allocate(allocator: Allocator, tracker: Tracker, ids: list, budget: int):
@@ -71,6 +75,7 @@ MODULE = "knapsack_rl.integrations.verl"
 """What ``VERL_USE_EXTERNAL_MODULES`` must name so that verl registers the trainer."""
 
 TRACKER_FILE = "knapsack_tracker.npz"
+PLANNER_FILE = "knapsack_planner.json"  # method "rounds": the priors' state
 """Name of the tracker state file inside each ``global_step_<k>`` folder."""
 
 ADV_ESTIMATORS = ("grpo", "grpo_vectorized")
@@ -116,7 +121,11 @@ class KnapsackVerlConfig:
     """Settings read from the ``knapsack`` node of verl's config (``+knapsack.<name>=...``).
 
     Attributes:
-        method: allocation method (``knapsack``, ``paper``, ``bayes``, ``uniform``).
+        method: allocation method (``knapsack``, ``paper``, ``bayes``, ``uniform``), or
+            ``rounds``: the first round of knapsack-rl's round planner, i.e. the exact
+            posterior value of drawing from fresh priors (pooled, stale evidence decayed).
+            One-shot here: see docs/verl.md for why verl 0.9 has no room for a second round.
+        value: value model of ``rounds`` (``paper``, ``informative``, ``size``, ``coba``).
         tracker: success-rate tracker kind (``paper``, ``window``, ``beta``).
         tracker_kwargs: extra arguments for the tracker (e.g. ``{window: 32}``).
         min_rollouts: smallest group per prompt (>= 2: verl's GRPO gives a
@@ -128,6 +137,7 @@ class KnapsackVerlConfig:
     """
 
     method: str = "knapsack"
+    value: str = defaults.VALUE
     tracker: str = "paper"
     tracker_kwargs: dict = field(default_factory=dict)
     min_rollouts: int = 2
@@ -160,9 +170,13 @@ def check_config(config) -> KnapsackVerlConfig:
     if kcfg.tracker_kwargs is None:
         kcfg.tracker_kwargs = {}
 
-    if kcfg.method not in METHODS:
+    if kcfg.method not in (*METHODS, "rounds"):
         problems.append(
-            f"knapsack.method: unknown {kcfg.method!r}; expected one of {', '.join(METHODS)}"
+            f"knapsack.method: unknown {kcfg.method!r}; expected one of {', '.join(METHODS)}, rounds"
+        )
+    if kcfg.value not in VALUES:
+        problems.append(
+            f"knapsack.value: unknown {kcfg.value!r}; expected one of {', '.join(VALUES)}"
         )
     if kcfg.tracker not in TRACKERS:
         problems.append(
@@ -299,7 +313,7 @@ class KnapsackState:
         self.kcfg = kcfg
         self.rollout_n = int(rollout_n)
         self.allocator = Allocator(
-            method=kcfg.method,
+            method="knapsack" if kcfg.method == "rounds" else kcfg.method,
             min_rollouts=kcfg.min_rollouts,
             max_rollouts=kcfg.max_rollouts,
             rollouts_per_prompt=self.rollout_n,
@@ -307,6 +321,15 @@ class KnapsackState:
         self.tracker: Tracker = make_tracker(
             kcfg.tracker, threshold=kcfg.success_threshold, **kcfg.tracker_kwargs
         )
+        self.planner = None  # method "rounds": one-shot from fresh priors
+        if kcfg.method == "rounds":
+            self.planner = RoundPlanner(
+                self.tracker,
+                rounds=1,
+                min_rollouts=kcfg.min_rollouts,
+                max_rollouts=kcfg.max_rollouts,
+                value=kcfg.value,
+            )
         self._uid_pid: dict[str, Any] = {}
         self._rollouts: list[np.ndarray] = []
         self._seconds = 0.0
@@ -318,7 +341,11 @@ class KnapsackState:
         budget = len(uids) * self.rollout_n
         t0 = time.perf_counter()
         ids = [_hashable(p) for p in prompt_ids]
-        r = np.asarray(_allocate(self.allocator, self.tracker, ids, budget).rollouts, np.int64)
+        if self.planner is not None:
+            r = np.asarray(self.planner.start(ids, budget), np.int64)
+            self._uid_pos = {str(u): k for k, u in enumerate(uids)}
+        else:
+            r = np.asarray(_allocate(self.allocator, self.tracker, ids, budget).rollouts, np.int64)
         self._seconds += time.perf_counter() - t0
         if int(r.sum()) != budget:  # pragma: no cover - the allocator guarantees it
             raise RuntimeError(f"allocation sums to {int(r.sum())}, expected {budget}")
@@ -333,7 +360,11 @@ class KnapsackState:
         rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
         known = [u in self._uid_pid for u in uids]
         pids = [self._uid_pid[u] for u, k in zip(uids, known) if k]
-        if pids:
+        if self.planner is not None:  # the planner updates the tracker, stamps prompts as seen
+            pos = [self._uid_pos[u] for u, k in zip(uids, known) if k]
+            self.planner.record(pos, rewards[np.asarray(known, bool)])
+            self.planner.finish()
+        elif pids:
             self.tracker.update(pids, rewards[np.asarray(known, bool)])
         self._uid_pid.clear()  # sync mode: every prompt submitted for the step was sampled
         metrics: dict[str, float] = {}
@@ -352,6 +383,10 @@ class KnapsackState:
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, TRACKER_FILE)
         self.tracker.save(path)
+        if self.planner is not None:
+            atomic_write_text(
+                os.path.join(folder, PLANNER_FILE), json.dumps(self.planner.state_dict())
+            )
         return path
 
     def load(self, folder: str) -> bool:
@@ -364,6 +399,12 @@ class KnapsackState:
                 f"{path} holds a {tracker.kind!r} tracker but knapsack.tracker={self.kcfg.tracker!r}"
             )
         self.tracker = tracker
+        if self.planner is not None:
+            self.planner.tracker = tracker
+            planner_path = os.path.join(folder, PLANNER_FILE)
+            if os.path.exists(planner_path):
+                with open(planner_path, encoding="utf-8") as f:
+                    self.planner.load_state_dict(json.load(f))
         return True
 
 
