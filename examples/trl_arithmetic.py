@@ -2,6 +2,7 @@
 
     python examples/trl_arithmetic.py                  # SmolLM2-135M-Instruct, knapsack budgets
     python examples/trl_arithmetic.py --method uniform # stock GRPO budget, for comparison
+    python examples/trl_arithmetic.py --method rounds  # one-shot from fresh priors pooled by level
     python examples/trl_arithmetic.py --model PATH     # any causal LM folder (transformers format)
     python examples/trl_arithmetic.py --tiny --steps 3 # random tiny model: a plumbing check in seconds
 
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", help="transformers model folder (default: bundled SmolLM2-135M)")
     ap.add_argument("--tiny", action="store_true", help="random tiny model (plumbing check)")
     ap.add_argument(
-        "--method", default="knapsack", choices=["knapsack", "paper", "bayes", "uniform"]
+        "--method", default="knapsack", choices=["knapsack", "paper", "bayes", "uniform", "rounds"]
     )
     ap.add_argument("--tracker", default="beta", choices=["beta", "window", "paper"])
     ap.add_argument("--steps", type=int, default=16, help="optimizer steps (one generation each)")
@@ -175,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     args = KnapsackGRPOConfig(
         output_dir=a.output_dir,
         allocation_method=a.method,
+        prior_group_column="level" if a.method == "rounds" else None,  # priors pooled by level
+        remove_unused_columns=False,  # keep id and level for the tracker and the priors
         tracker=a.tracker,
         rollouts_per_prompt=a.rollouts,
         num_generations=a.rollouts,
