@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from knapsack_rl.tracking import make_tracker  # noqa: E402
 from knapsack_rl.training.cli import train_main, train_parser  # noqa: E402
 from knapsack_rl.training.config import ConfigError, TrainConfig, config_from_args  # noqa: E402
 from knapsack_rl.training.trainer import Trainer, TrainError  # noqa: E402
@@ -440,3 +441,45 @@ def test_resume_checks_settings_without_config_json(tmp_path):
     with pytest.raises(TrainError, match=r"settings differ.*lr \(0.0003 -> 0.001\)"):
         Trainer(dataclasses.replace(cfg, resume=True, steps=4, lr=1e-3))
     Trainer(dataclasses.replace(cfg, resume=True, steps=4)).run()  # same settings: fine
+
+
+def test_rounds_priors_from_pass_rates_and_a_previous_tracker(tmp_path):
+    """method=rounds: a JSONL task's pass_rate column and a previous run's tracker seed the
+    priors from step 1 (a prompt known to be solved starts near 1, an unknown one at its pool)."""
+    data = tmp_path / "train.jsonl"
+    rows = [
+        {"id": f"q{i}", "prompt": f"{i}+1=", "answer": str(i + 1), "level": i % 2}
+        for i in range(12)
+    ]
+    rows[0]["pass_rate"] = 1.0
+    rows[1]["pass_rate"] = 0.0
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    test = tmp_path / "test.jsonl"
+    test.write_text(
+        "".join(json.dumps({"prompt": f"{i}+2=", "answer": str(i + 2)}) + "\n" for i in range(4))
+    )
+    prev = make_tracker("beta")
+    prev.update(["q2"] * 8, [1] * 8)
+    prev.save(tmp_path / "prev.npz")
+    cfg = tiny(
+        tmp_path,
+        task="jsonl",
+        dataset=str(data),
+        test_dataset=str(test),
+        eval_prompts=4,
+        method="rounds",
+        steps=1,
+        eval_every=0,
+        prompts_per_step=12,
+        train_prompts=12,
+        prior_tracker=str(tmp_path / "prev.npz"),
+    )
+    tr = Trainer(cfg, reward_fn=_graded)
+    ids = [e.id for e in tr.pool]
+    st = tr.tracker.stats(ids)
+    a, b = tr.planner.priors.priors(ids, st.successes, st.attempts, step=0)
+    p = dict(zip(ids, a / (a + b)))
+    assert p["q0"] > 0.95 and p["q1"] < 0.05 and p["q2"] > 0.8
+    assert 0.3 < p["q3"] < 0.7  # no evidence: the (uniform) pool
+    with pytest.raises(TrainError, match="prior_tracker"):
+        Trainer(dataclasses.replace(cfg, prior_tracker=str(tmp_path / "missing.npz")))

@@ -70,6 +70,14 @@ class PriorModel:
                 raise ValueError(f"offline pass rate of prompt {pid!r} is {v}, outside [0, 1]")
             self.offline[pid] = float(v)
 
+    def set_offline_from_tracker(self, tracker) -> int:
+        """Offline pass rates from a previous run's tracker (e.g. ``load_tracker(path)``):
+        every prompt it has seen gets its estimate. Returns how many prompts were set."""
+        ids = tracker.ids
+        if ids:
+            self.set_offline(ids, np.clip(tracker.stats(ids).p, 0.0, 1.0))
+        return len(ids)
+
     def set_groups(self, ids: Sequence[Hashable], keys: Sequence[Hashable]) -> None:
         """Group key per prompt (e.g. its level or source)."""
         if len(keys) != len(ids):

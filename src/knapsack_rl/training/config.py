@@ -173,6 +173,10 @@ class TrainConfig(_ConfigMixin):
     prior_half_life: float = _f(
         defaults.PRIOR_HALF_LIFE, "rounds method: steps until a prompt's own evidence counts half"
     )
+    prior_tracker: str | None = _f(
+        None,
+        "rounds method: a previous run's tracker file (.npz) whose estimates seed the priors",
+    )
     prompts_per_step: int = _f(32, "M: prompts per step")
     rollouts_per_prompt: int = _f(
         defaults.ROLLOUTS_PER_PROMPT,

@@ -140,6 +140,13 @@ class Trainer:
             rated = [e for e in self.pool if getattr(e, "pass_rate", None) is not None]
             if rated:
                 self.planner.priors.set_offline([e.id for e in rated], [e.pass_rate for e in rated])
+            if cfg.prior_tracker is not None:
+                from knapsack_rl.tracking import load_tracker
+
+                try:
+                    self.planner.priors.set_offline_from_tracker(load_tracker(cfg.prior_tracker))
+                except (OSError, ValueError) as e:
+                    raise TrainError(f"prior_tracker: {e}") from None
         self.sample_gen = torch.Generator().manual_seed(cfg.seed)
         self.step_idx = self.rollouts_total = self.tokens_total = 0
         self.sft_losses: list[float] = []
