@@ -20,6 +20,21 @@ def test_core_does_not_import_torch():
     assert out.stdout.strip() == ""
 
 
+def test_import_leaves_scipy_for_first_use():
+    """scipy (Beta functions) is imported when a method needs it, not by ``import knapsack_rl``."""
+    code = "import sys, knapsack_rl, knapsack_rl.tracking\nprint('scipy.special' in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_public_api():
-    assert set(knapsack_rl.__all__) >= {"allocate", "Allocator", "Allocation", "METHODS"}
+    assert set(knapsack_rl.__all__) >= {
+        "allocate",
+        "allocate_round",
+        "Allocator",
+        "Allocation",
+        "METHODS",
+        "VALUES",
+        "RoundPlanner",
+    }
     assert knapsack_rl.METHODS == ("knapsack", "paper", "bayes", "uniform")

@@ -137,3 +137,64 @@ def test_room_and_minimum():
 def test_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         allocate_round(**kwargs)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.integers(1, 2),
+    st.integers(0, 5),
+    st.sampled_from(VALUES),
+    st.sampled_from(["knapsack", "bayes"]),
+    st.integers(0, 2**32 - 1),
+)
+def test_one_shot_allocate_takes_a_value_model(m, L, width, value, method, seed):
+    """allocate(value=...) is the exact optimum of the value model: at point estimates for
+    knapsack, under the posterior of a group not yet drawn for bayes."""
+    from knapsack_rl import Allocator
+    from knapsack_rl.allocation.rounds import point_value
+
+    rng = np.random.default_rng(seed)
+    U = L + width
+    budget = int(rng.integers(m * L, m * U + 1))
+    if method == "knapsack":
+        p = rng.choice([0.0, 1.0, 0.05, 0.5, 0.9, rng.random()], m)
+        res = Allocator(method=method, min_rollouts=L, max_rollouts=U, value=value).allocate(
+            p, budget=budget
+        )
+        vm = value_model(value, p, np.ones(m))
+
+        def total(e):
+            return float(point_value(np.array(e), p, vm).sum())
+
+    else:
+        s = rng.integers(0, 4, m).astype(float)
+        n = s + rng.integers(0, 4, m)
+        res = Allocator(
+            method=method, min_rollouts=L, max_rollouts=U, value=value, prior=(0.7, 1.3)
+        ).allocate(successes=s, attempts=n, budget=budget)
+        a, b = 0.7 + s, 1.3 + n - s
+        vm = value_model(value, a / (a + b), np.ones(m))
+        zero = np.zeros(m)
+
+        def total(e):
+            return float(round_value(np.array(e), zero, zero, a, b, vm).sum())
+
+    best = max(total(e) for e in itertools.product(range(L, U + 1), repeat=m) if sum(e) == budget)
+    assert res.rollouts.sum() == budget
+    assert total(res.rollouts) >= best - 1e-12 * max(1.0, best)
+    assert res.objective == pytest.approx(total(res.rollouts), rel=1e-9, abs=1e-12)
+
+
+def test_one_shot_value_defaults_and_errors():
+    from knapsack_rl import Allocator, allocate
+
+    p = [0.05, 0.3, 0.5, 0.9]
+    assert (
+        allocate(p, rollouts_per_prompt=8).tolist()
+        == allocate(p, rollouts_per_prompt=8, value="paper").tolist()
+    )
+    with pytest.raises(ValueError, match="value"):
+        Allocator(value="nope")
+    with pytest.raises(ValueError, match="paper's value"):
+        Allocator(method="paper", value="size")

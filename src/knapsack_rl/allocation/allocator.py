@@ -33,6 +33,14 @@ from dataclasses import InitVar, dataclass, field, replace
 import numpy as np
 
 from knapsack_rl import defaults
+from knapsack_rl.allocation.rounds import (
+    VALUES,
+    PointGains,
+    RoundGains,
+    point_value,
+    round_value,
+    value_model,
+)
 from knapsack_rl.allocation.solvers import Guided, solve_concave, solve_concave_costs
 from knapsack_rl.allocation.stats import PromptStats
 from knapsack_rl.allocation.values import (
@@ -299,6 +307,8 @@ class Allocator:
         cost_rule: ``probability`` or ``expectation`` (``paper`` fallback).
         negative_n / positive_n: ``paper`` base rollouts for p = 0 / p = 1 (default L).
         prior: ``(a0, b0)`` Beta prior for ``bayes``; None fits it to the batch.
+        value: value model of ``knapsack`` and ``bayes`` (``paper``, ``informative``,
+            ``size``, ``coba``; see :mod:`knapsack_rl.allocation.rounds`).
     """
 
     method: str = defaults.METHOD
@@ -310,6 +320,7 @@ class Allocator:
     negative_n: int | None = None
     positive_n: int | None = None
     prior: tuple[float, float] | None = None
+    value: str = "paper"
     per_prompt: InitVar[int | None] = None  # deprecated name of rollouts_per_prompt
 
     def __post_init__(self, per_prompt) -> None:
@@ -336,6 +347,10 @@ class Allocator:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
         if self.cost_rule not in ("probability", "expectation"):
             raise ValueError(f"cost_rule: unknown {self.cost_rule!r}")
+        if self.value not in VALUES:
+            raise ValueError(f"value: unknown {self.value!r}; expected one of {', '.join(VALUES)}")
+        if self.value != "paper" and self.method == "paper":
+            raise ValueError("value: the paper's procedure uses the paper's value only")
 
     def _budget(self, m: int, budget, rollouts_per_prompt) -> int:
         if (budget is None) == (rollouts_per_prompt is None):
@@ -424,14 +439,31 @@ def _deprecated_per_prompt() -> None:
 # --------------------------------------------------------------- the methods
 def _values(allocator: Allocator, batch: _Batch, r: np.ndarray) -> np.ndarray:
     """Each prompt's value at ``r`` rollouts (posterior expected value for bayes)."""
+    if allocator.value != "paper":
+        if allocator.method == "bayes":  # a group not drawn yet, under the posterior
+            zero = np.zeros_like(batch.a)
+            return round_value(r, zero, zero, batch.a, batch.b, _model(allocator, batch))
+        return point_value(r, batch.rate, _model(allocator, batch))
     if allocator.method == "bayes":
         return bayes_value(r, batch.a, batch.b)
     return paper_value(r, batch.rate)
 
 
+def _model(allocator: Allocator, batch: _Batch):
+    """The value model (``coba`` reads the batch's failure rate from the rates used)."""
+    return value_model(allocator.value, batch.rate, np.ones_like(batch.rate))
+
+
 def _gains(allocator: Allocator, batch: _Batch, idx: np.ndarray | None = None):
     """Marginal gains from L on, for the prompts ``idx`` (all if None)."""
     L = allocator.min_rollouts
+    if allocator.value != "paper":
+        vm = _model(allocator, batch)
+        if allocator.method == "bayes":
+            a, b = (batch.a, batch.b) if idx is None else (batch.a[idx], batch.b[idx])
+            zero = np.zeros_like(a)
+            return RoundGains(vm, zero, zero, a, b, np.full(a.shape, float(L)))
+        return PointGains(batch.rate if idx is None else batch.rate[idx], vm, L)
     if allocator.method == "bayes":
         a, b = (batch.a, batch.b) if idx is None else (batch.a[idx], batch.b[idx])
         return Guided(BayesGains(a, b, L), paper_gains(a / (a + b), L))
@@ -606,6 +638,7 @@ def allocate(
     cost=None,
     token_budget: float | None = None,
     prior: tuple[float, float] | None = None,
+    value: str = "paper",
     per_prompt: int | None = None,
 ) -> np.ndarray:
     """Rollouts per prompt (int64 array, input order). See :class:`Allocator`.
@@ -618,7 +651,7 @@ def allocate(
         _deprecated_per_prompt()
         rollouts_per_prompt = per_prompt if rollouts_per_prompt is None else rollouts_per_prompt
     return (
-        Allocator(method=method, min_rollouts=min_rollouts, max_rollouts=max_rollouts)
+        Allocator(method=method, min_rollouts=min_rollouts, max_rollouts=max_rollouts, value=value)
         .allocate(
             p,
             budget=budget,

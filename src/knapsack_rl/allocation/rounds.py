@@ -36,12 +36,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import betaln, gammaln
 
 from knapsack_rl.allocation.solvers import solve_concave
 from knapsack_rl.allocation.values import fit_beta_prior
 
-__all__ = ["VALUES", "ValueModel", "value_model", "round_value", "allocate_round"]
+
+def betaln(a, b):
+    """``ln B(a, b)`` (scipy is imported on first use, so ``import knapsack_rl`` stays fast)."""
+    from scipy.special import betaln as f
+
+    return f(a, b)
+
+
+def gammaln(x):
+    from scipy.special import gammaln as f
+
+    return f(x)
+
+
+__all__ = [
+    "VALUES",
+    "ValueModel",
+    "value_model",
+    "round_value",
+    "allocate_round",
+    "point_value",
+    "PointGains",
+    "RoundGains",
+]
 
 VALUES = ("paper", "informative", "size", "coba")
 
@@ -118,7 +140,7 @@ def round_value(extra, successes, attempts, a, b, value: ValueModel | str = "pap
     return out
 
 
-class _RoundGains:
+class RoundGains:
     """Marginal gains ``V_i(base_i + j + 1) - V_i(base_i + j)`` in closed form.
 
     Unit ``m -> m + 1`` is worth ``E[w p (1-p)^m]`` for an all-fail group,
@@ -165,7 +187,7 @@ class _RoundGains:
         return g
 
 
-def _solve_by_type(gains: _RoundGains, s, n, caps, valued, take: int) -> np.ndarray:
+def _solve_by_type(gains: RoundGains, s, n, caps, valued, take: int) -> np.ndarray:
     """The exact greedy when prompts share one prior: prompts with equal ``(s, n)``
     have equal gains, so rank each type's units once and hand them out by count.
     Within a type the units go to lower prompt indices first."""
@@ -193,6 +215,44 @@ def _solve_by_type(gains: _RoundGains, s, n, caps, valued, take: int) -> np.ndar
         members = np.flatnonzero(inv == t)[:partial]
         out[members] += 1
     return out
+
+
+def _weight(vm: ValueModel, p: np.ndarray) -> np.ndarray:
+    """``w(p)`` at point estimates."""
+    return sum(c * p**j * (1.0 - p) ** k for c, j, k in vm.terms)
+
+
+def point_value(n, p, value: ValueModel | str = "paper") -> np.ndarray:
+    """One-shot value of ``n`` rollouts at a point estimate ``p``:
+    ``w(p) (1 - p^n - (1-p)^n)`` (0 for ``n <= 1``), plus the ``size`` term."""
+    p = np.asarray(p, dtype=np.float64)
+    vm = value if isinstance(value, ValueModel) else value_model(value, p, np.ones_like(p))
+    n = np.asarray(n, dtype=np.float64)
+    w = _weight(vm, p)
+    out = np.where(n <= 1, 0.0, w * np.maximum(1.0 - p**n - (1.0 - p) ** n, 0.0))
+    if vm.size_weight:
+        out = out + vm.size_weight * w * np.where(n >= 1, 1.0 - 1.0 / np.maximum(n, 1), 0.0)
+    return out
+
+
+class PointGains:
+    """Marginal gains of :func:`point_value` from ``offset`` rollouts on, in the solvers'
+    ``gain(j, idx)`` form: ``w(p) (p^n (1-p) + (1-p)^n p)`` for unit ``n -> n + 1``
+    (``n = offset + j >= 1``), plus ``size_weight w(p) / (n (n + 1))``."""
+
+    def __init__(self, p, vm: ValueModel, offset: int) -> None:
+        self.p = np.asarray(p, dtype=np.float64)
+        self.w = _weight(vm, self.p)
+        self.size_weight = vm.size_weight
+        self.offset = int(offset)
+
+    def __call__(self, j: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        n = np.asarray(j, dtype=np.float64) + self.offset
+        p, w = self.p[idx], self.w[idx]
+        g = w * (p**n * (1.0 - p) + (1.0 - p) ** n * p)
+        if self.size_weight:
+            g = g + self.size_weight * w / (np.maximum(n, 1.0) * (n + 1.0))
+        return g
 
 
 def _counts(x, name: str) -> np.ndarray:
@@ -290,7 +350,7 @@ def allocate_round(
     extra = base.copy()
     left = B - int(base.sum())
     caps = room - base
-    gains = _RoundGains(vm, s, n, a, b, base.astype(np.float64))
+    gains = RoundGains(vm, s, n, a, b, base.astype(np.float64))
     first = gains(np.zeros(m), np.arange(m))
     if not np.all(np.isfinite(first)):
         i = int(np.flatnonzero(~np.isfinite(first))[0])
@@ -301,7 +361,7 @@ def allocate_round(
         if np.ptp(pa) == 0 and np.ptp(pb) == 0:  # one prior: few prompt types
             extra[valued] += _solve_by_type(gains, s, n, caps, valued, take)
         else:
-            sub = _RoundGains(vm, s[valued], n[valued], a[valued], b[valued], base[valued] * 1.0)
+            sub = RoundGains(vm, s[valued], n[valued], a[valued], b[valued], base[valued] * 1.0)
             extra[valued] += solve_concave(sub, caps[valued], take)
     left -= take
     if left > 0:  # no value left anywhere: spread evenly over the room
