@@ -270,9 +270,11 @@ def _counts(x, name: str) -> np.ndarray:
 
 def _prior(x, name: str, m: int) -> np.ndarray:
     arr = np.broadcast_to(np.asarray(x, dtype=np.float64), (m,)).copy()
-    bad = np.flatnonzero(~np.isfinite(arr) | (arr <= 0) | (arr > 1e12))
+    bad = np.flatnonzero(~np.isfinite(arr) | (arr <= 0) | (arr > 1e9))
     if bad.size:
-        raise ValueError(f"{name}[{bad[0]}] = {arr[bad[0]]} must be finite, > 0 and <= 1e12")
+        raise ValueError(
+            f"{name}[{bad[0]}] = {arr[bad[0]]} must be finite, > 0 and <= 1e9 (Beta functions lose precision beyond)"
+        )
     return arr
 
 
