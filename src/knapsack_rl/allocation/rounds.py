@@ -40,20 +40,6 @@ import numpy as np
 from knapsack_rl.allocation.solvers import solve_concave
 from knapsack_rl.allocation.values import fit_beta_prior
 
-
-def betaln(a, b):
-    """``ln B(a, b)`` (scipy is imported on first use, so ``import knapsack_rl`` stays fast)."""
-    from scipy.special import betaln as f
-
-    return f(a, b)
-
-
-def gammaln(x):
-    from scipy.special import gammaln as f
-
-    return f(x)
-
-
 __all__ = [
     "VALUES",
     "ValueModel",
@@ -69,6 +55,19 @@ VALUES = ("paper", "informative", "size", "coba")
 
 _COBA_CONCENTRATION = 4.0
 _SIZE_WEIGHT = 1.0
+
+
+def _betaln(a, b):
+    """``ln B(a, b)``; scipy is imported on first use, so ``import knapsack_rl`` stays fast."""
+    from scipy.special import betaln
+
+    return betaln(a, b)
+
+
+def _gammaln(x):
+    from scipy.special import gammaln
+
+    return gammaln(x)
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ def value_model(name: str, successes=None, attempts=None) -> ValueModel:
             fail = 1.0 - float(np.sum(successes)) / float(np.sum(attempts))
         k = _COBA_CONCENTRATION
         al, be = 1.0 + k * fail, 1.0 + k * (1.0 - fail)
-        coef = float(np.exp(-betaln(al, be)))
+        coef = float(np.exp(-_betaln(al, be)))
         return ValueModel("coba", ((coef, al - 1.0, be - 1.0),))
     raise ValueError(f"value: unknown {name!r}; expected one of {', '.join(VALUES)}")
 
@@ -102,7 +101,7 @@ def value_model(name: str, successes=None, attempts=None) -> ValueModel:
 def _moment(a, b, lb, j, k):
     """``E[p^j (1-p)^k]`` under ``Beta(a, b)`` with ``lb = ln B(a, b)``."""
     x, y = a + j, b + k
-    return np.exp(gammaln(x) + gammaln(y) - gammaln(x + y) - lb)
+    return np.exp(_gammaln(x) + _gammaln(y) - _gammaln(x + y) - lb)
 
 
 def _state(s, n):
@@ -121,7 +120,7 @@ def round_value(extra, successes, attempts, a, b, value: ValueModel | str = "pap
     n = np.asarray(attempts, dtype=np.float64)
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    lb = betaln(a, b)
+    lb = _betaln(a, b)
     st = _state(s, n)
     out = np.zeros(np.broadcast(m, s, n, a, b).shape)
     ew = np.zeros_like(out)
@@ -152,7 +151,7 @@ class RoundGains:
     def __init__(self, vm: ValueModel, s, n, a, b, base) -> None:
         self.vm, self.s, self.n, self.a, self.b = vm, s, n, a, b
         self.base = base
-        self.lb = betaln(a, b)
+        self.lb = _betaln(a, b)
         self.st = _state(s, n)
         self.ew = sum(c * _moment(a, b, self.lb, j, k) for c, j, k in vm.terms)
 
