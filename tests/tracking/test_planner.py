@@ -80,3 +80,14 @@ def test_state_round_trip_and_bad_input():
         RoundPlanner(make_tracker("beta"), pilot=0)
     with pytest.raises(ValueError, match="budget"):
         RoundPlanner(make_tracker("beta")).start(["a", "b"], 3)
+
+
+def test_pools_are_kept_apart_by_key_not_by_hash():
+    # hash(-1) == hash(-2) in CPython: the pools of keys -1 and -2 must not merge
+    pm = PriorModel(min_pool=2)
+    seen = ["a1", "a2", "b1", "b2"]
+    pm.set_groups([*seen, "a3", "b3"], [-1, -1, -2, -2, -1, -2])
+    known = (seen, [8, 7, 0, 1], [8, 8, 8, 8])
+    a, b = pm.priors(["a3", "b3"], [0, 0], [0, 0], step=0, known=known)
+    mean = a / (a + b)  # unseen prompts: their own pool's prior
+    assert mean[0] > 0.7 and mean[1] < 0.3

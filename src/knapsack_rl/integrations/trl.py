@@ -460,21 +460,26 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         )
 
     def _prior_columns(self, prompt_ids: list, rows: list) -> None:
-        for col, setter in (
-            (self.args.prior_group_column, self.planner.priors.set_groups),
-            (self.args.pass_rate_column, self.planner.priors.set_offline),
-        ):
-            if col is None or not rows:
-                continue
-            if col not in rows[0]:
-                raise KeyError(
-                    f"column {col!r} is not in the training rows (columns: {sorted(rows[0])}); "
-                    "with remove_unused_columns=True only 'prompt' is kept"
-                )
-            vals = [r[col] for r in rows]
-            if setter == self.planner.priors.set_offline:
-                vals = [np.nan if v is None else float(v) for v in vals]
-            setter(prompt_ids, vals)
+        """Pass the rows' prior columns (group key, offline pass rate) to the planner."""
+        group = self._column(rows, self.args.prior_group_column)
+        if group is not None:
+            self.planner.priors.set_groups(prompt_ids, group)
+        rate = self._column(rows, self.args.pass_rate_column)
+        if rate is not None:
+            self.planner.priors.set_offline(
+                prompt_ids, [np.nan if v is None else float(v) for v in rate]
+            )
+
+    @staticmethod
+    def _column(rows: list, col: str | None) -> list | None:
+        if col is None or not rows:
+            return None
+        if col not in rows[0]:
+            raise KeyError(
+                f"column {col!r} is not in the training rows (columns: {sorted(rows[0])}); "
+                "with remove_unused_columns=True only 'prompt' is kept"
+            )
+        return [r[col] for r in rows]
 
     def _generate_single_turn(
         self, prompt_ids, images, multimodal_fields, num_generations, *a, **kw

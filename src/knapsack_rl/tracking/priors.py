@@ -105,13 +105,16 @@ class PriorModel:
         a0 = np.empty(m)
         b0 = np.empty(m)
         glob = fit_beta_prior(k_s, k_n)
-        k_keys = np.array([hash(self.groups.get(pid)) for pid in k_ids])
-        keys = [self.groups.get(pid) for pid in ids]
-        for key in set(keys):
-            idx = np.array([i for i, k in enumerate(keys) if k == key])
+        # pools by exact key (codes, not hashes: hash(-1) == hash(-2) in CPython)
+        codes: dict = {}
+        k_code = np.array([codes.setdefault(self.groups.get(pid), len(codes)) for pid in k_ids])
+        code = np.array([codes.setdefault(self.groups.get(pid), len(codes)) for pid in ids])
+        for c in np.unique(code):
+            idx = np.flatnonzero(code == c)
+            key = self.groups.get(ids[idx[0]])
             pool = glob
             if key is not None:
-                member = (k_keys == hash(key)) & (k_n > 0)
+                member = (k_code == c) & (k_n > 0)
                 if int(member.sum()) >= self.min_pool:
                     pool = fit_beta_prior(k_s[member], k_n[member], default=glob)
             a, b = pool
