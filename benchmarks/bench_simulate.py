@@ -41,6 +41,7 @@ SEQUENTIAL = (
     "rounds-informative",
     "rounds-size",
     "rounds-coba",
+    "rounds-grpo",
     "pilot-commit",
     "reinforce-ada",
     "reinforce-ada-balance",

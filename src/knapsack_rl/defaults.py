@@ -53,9 +53,9 @@ ADVANTAGE_CLIP = 5.0
 ROUNDS = 2
 #: pilot rollouts per prompt in round 1
 PILOT = 4
-#: value model of ``method="rounds"`` (trainer, simulator, TRL): ``size`` learned most
-#: in the reference trainer's demo (BENCHMARKS.md); ``allocate_round`` itself defaults
-#: to the paper's value
-VALUE = "size"
+#: value model of ``method="rounds"`` (trainer, simulator, TRL, verl): ``grpo`` came
+#: closest to uniform in the reference trainer's selection runs (BENCHMARKS.md);
+#: ``allocate_round`` itself defaults to the paper's value
+VALUE = "grpo"
 #: steps after which a prompt's own evidence counts half in its prior
 PRIOR_HALF_LIFE = 20.0

@@ -112,6 +112,21 @@ def test_paper_value_mixed_group_gains_nothing():
     assert y[0] > 0
 
 
+def test_grpo_value_is_symmetric_with_size_credit():
+    from knapsack_rl.allocation.rounds import point_value
+
+    p = np.array([0.1, 0.3, 0.5, 0.7, 0.9])
+    w = (p * (1 - p)) ** 1.5
+    want = w * (1 - p**2 - (1 - p) ** 2) + 10.0 * w * (1 - 1 / 2)
+    np.testing.assert_allclose(point_value(2, p, "grpo"), want, rtol=1e-12)
+    # symmetric in p: an all-failed and an all-succeeded pilot are worth the same
+    x = allocate_round([0, 4], [4, 4], budget=6, prior_a=1, prior_b=1, value="grpo")
+    assert x[0] == x[1] == 3
+    # a mixed pilot (p near 1/2) draws more than near-certain ties; `paper` gives it nothing
+    y = allocate_round([2, 0, 4], [4, 4, 4], budget=12, prior_a=1, prior_b=1, value="grpo")
+    assert y[0] > max(y[1], y[2])
+
+
 def test_room_and_minimum():
     # every prompt at its cap: returns the room left
     x = allocate_round([0, 1], [3, 2], budget=100, min_rollouts=2, max_rollouts=4)

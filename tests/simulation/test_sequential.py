@@ -75,7 +75,7 @@ def test_registered_by_name():
         assert s.name == name
         assert s.fixed_budget
     assert {"rounds", "pilot-commit", "reinforce-ada"} <= set(NAMES)
-    assert {f"rounds-{v}" for v in ("paper", "informative", "size", "coba")} <= set(NAMES)
+    assert {f"rounds-{v}" for v in ("paper", "informative", "size", "coba", "grpo")} <= set(NAMES)
     assert make_strategy("rounds").value == ROUNDS_DEFAULT_VALUE
     assert make_strategy("rounds-coba").value == "coba"
     assert make_strategy("rounds-size", pilot=2).pilot == 2
@@ -119,11 +119,11 @@ def test_runner_accepts_and_is_deterministic(name):
 def test_rounds_pilot_then_planned_round():
     cfg = _config()
     pop = _population([0.02, 0.5, 0.98], cfg)
-    env, out = _step(RoundsStrategy(pilot=4), pop)
+    env, out = _step(RoundsStrategy(pilot=4, value="paper"), pop)
     assert len(env.calls) == 2  # two rounds
     assert np.all(env.calls[0][1] == 4)  # the pilot
     assert np.all(out.n >= cfg.min_rollouts)
-    # the planned round goes where the pilot drew all-equal groups, not to mixed ones
+    # under `paper` the planned round goes where the pilot drew all-equal groups, not to mixed ones
     pilot_k, second = env.calls[0][2], env.calls[1][1]
     mixed = (pilot_k > 0) & (pilot_k < 4)
     if mixed.any() and (~mixed).any():

@@ -34,7 +34,7 @@ def test_rounds_spend_budget_and_respect_bounds():
 def test_second_round_goes_to_unbroken_ties():
     rng = np.random.default_rng(1)
     p = np.array([0.5] * 8 + [0.05] * 8)
-    planner = RoundPlanner(make_tracker("beta", prior=(1.0, 1.0)), rounds=2, pilot=4)
+    planner = RoundPlanner(make_tracker("beta", prior=(1.0, 1.0)), rounds=2, pilot=4, value="paper")
     _, out = run_step(planner, list(range(16)), 16 * 8, p, rng)
     mixed = (out["successes"] > 0) & (out["successes"] < out["attempts"])
     # under the paper value every extra rollout goes to groups that were all-equal after the pilot

@@ -179,6 +179,39 @@ def test_end_to_end_heldout_accuracy_rises(tmp_path):
     assert sum(r[-10:]) / 10 > sum(r[:10]) / 10 + 0.10, r
 
 
+def test_sft_weights_set_the_warmstart_level_mix(tmp_path, monkeypatch):
+    from knapsack_rl.training import trainer as trainer_mod
+
+    seen = {}
+
+    def fake_sft(model, tok, data, *a, **k):
+        seen["levels"] = [e.level for e in data]
+        return [0.0]
+
+    monkeypatch.setattr(trainer_mod, "sft_warmstart", fake_sft)
+    cfg = TrainConfig(
+        run_dir=str(tmp_path / "w"),
+        threads=1,
+        progress=False,
+        digits=(1, 1),
+        terms=(2, 2),
+        operators=("+", "-"),
+        sft_weights=(3.0, 1.0),
+        sft_examples=400,
+        sft_steps=1,
+        train_prompts=16,
+        eval_prompts=8,
+        prompts_per_step=4,
+    )
+    Trainer(cfg).warmstart()
+    levels = seen["levels"]
+    assert len(levels) == 400 and levels.count(0) == 300 and levels.count(1) == 100
+    with pytest.raises(ConfigError, match="sft_weights"):
+        cfg.replace(sft_weights=(1.0,)).validate()
+    with pytest.raises(ConfigError, match="sft_weights"):
+        cfg.replace(sft_weights=(0.0, 0.0)).validate()
+
+
 def _bad_len(prompts, completions, **kw):
     return [0.0] * (len(completions) - 1)
 

@@ -308,7 +308,7 @@ class Allocator:
         negative_n / positive_n: ``paper`` base rollouts for p = 0 / p = 1 (default L).
         prior: ``(a0, b0)`` Beta prior for ``bayes``; None fits it to the batch.
         value: value model of ``knapsack`` and ``bayes`` (``paper``, ``informative``,
-            ``size``, ``coba``; see :mod:`knapsack_rl.allocation.rounds`).
+            ``size``, ``coba``, ``grpo``; see :mod:`knapsack_rl.allocation.rounds`).
     """
 
     method: str = defaults.METHOD

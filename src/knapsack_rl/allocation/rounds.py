@@ -29,6 +29,11 @@ Value models (``value=``):
 - ``coba``: a capability-oriented weight in the spirit of CoBA-RL (arXiv 2602.03048):
   ``w(p) = Beta(p; 1 + kF, 1 + k(1-F))`` density, ``F`` the batch's failure rate, so
   early (high F) the weight favours easy prompts and later hard ones.
+- ``grpo``: ``w(p) = (p (1-p))^(3/2)``, the first-order rise of p after one GRPO step
+  with std-scaled advantages (``E[A (r - p)] = sqrt(p (1-p))`` moves the answer's
+  logit, ``dp/dz = p (1-p)``), symmetric in p; plus ``10 E[w] (1 - 1/N)``: every
+  rollout of a group counts, with diminishing returns, so rollouts go where the
+  posterior puts p in the middle rather than to rescuing near-certain ties.
 """
 
 from __future__ import annotations
@@ -51,10 +56,12 @@ __all__ = [
     "RoundGains",
 ]
 
-VALUES = ("paper", "informative", "size", "coba")
+VALUES = ("paper", "informative", "size", "coba", "grpo")
 
 _COBA_CONCENTRATION = 4.0
 _SIZE_WEIGHT = 1.0
+#: size credit of ``grpo``, picked among 0, 1, 3, 10 on the trainer's selection seeds (BENCHMARKS.md)
+_GRPO_SIZE_WEIGHT = 10.0
 
 
 def _betaln(a, b):
@@ -95,6 +102,8 @@ def value_model(name: str, successes=None, attempts=None) -> ValueModel:
         al, be = 1.0 + k * fail, 1.0 + k * (1.0 - fail)
         coef = float(np.exp(-_betaln(al, be)))
         return ValueModel("coba", ((coef, al - 1.0, be - 1.0),))
+    if name == "grpo":
+        return ValueModel("grpo", ((1.0, 1.5, 1.5),), _GRPO_SIZE_WEIGHT)
     raise ValueError(f"value: unknown {name!r}; expected one of {', '.join(VALUES)}")
 
 

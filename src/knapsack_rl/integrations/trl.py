@@ -127,7 +127,7 @@ class KnapsackGRPOConfig(GRPOConfig):
             (pooled by ``prior_group_column``, offline ``pass_rate_column``, stale
             evidence decayed toward the pool). TRL 1.16 generates once per step,
             so here it is one-shot; see docs/trl.md.
-        value: value model of ``rounds`` (``paper``, ``informative``, ``size``, ``coba``).
+        value: value model of ``rounds`` (``paper``, ``informative``, ``size``, ``coba``, ``grpo``).
         prior_group_column: dataset column pooling priors (e.g. a level or source).
         pass_rate_column: dataset column with an offline pass rate in [0, 1].
         prior_half_life: steps until a prompt's own evidence counts half (``rounds``).

@@ -125,7 +125,7 @@ class KnapsackVerlConfig:
             ``rounds``: the first round of knapsack-rl's round planner, i.e. the exact
             posterior value of drawing from fresh priors (pooled, stale evidence decayed).
             One-shot here: see docs/verl.md for why verl 0.9 has no room for a second round.
-        value: value model of ``rounds`` (``paper``, ``informative``, ``size``, ``coba``).
+        value: value model of ``rounds`` (``paper``, ``informative``, ``size``, ``coba``, ``grpo``).
         tracker: success-rate tracker kind (``paper``, ``window``, ``beta``).
         tracker_kwargs: extra arguments for the tracker (e.g. ``{window: 32}``).
         min_rollouts: smallest group per prompt (>= 2: verl's GRPO gives a

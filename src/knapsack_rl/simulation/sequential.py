@@ -42,7 +42,7 @@ __all__ = [
 
 #: Value model of the ``rounds`` strategy: the project default (``defaults.VALUE``). In
 #: this simulator ``rounds-paper`` scores highest, because its learning model gives a
-#: group no credit for its size; the reference trainer's demo picks ``size``.
+#: group no credit for its size; the reference trainer's selection runs pick ``grpo``.
 ROUNDS_DEFAULT_VALUE = defaults.VALUE
 
 
@@ -82,8 +82,8 @@ class RoundsStrategy(Strategy):
     allocation of the rest on this step's evidence).
 
     Args:
-        value: value model (``paper``, ``informative``, ``size``, ``coba``).
-        rounds: rounds per step (2: pilot + one planned round).
+        value: value model (``paper``, ``informative``, ``size``, ``coba``, ``grpo``).
+        rounds: rounds per step (pilot + planned rounds; default `defaults.ROUNDS`).
         pilot: pilot rollouts per prompt, or ``"prior"`` (the planner splits
             ``pilot_size`` per prompt by the value of drawing under the prior).
         pilot_size: mean pilot size for ``pilot="prior"``.
@@ -95,9 +95,9 @@ class RoundsStrategy(Strategy):
     def __init__(
         self,
         value: str = ROUNDS_DEFAULT_VALUE,
-        rounds: int = 2,
-        pilot: int | str = 4,
-        pilot_size: int = 4,
+        rounds: int = defaults.ROUNDS,
+        pilot: int | str = defaults.PILOT,
+        pilot_size: int = defaults.PILOT,
         tracker_kwargs: dict | None = None,
         half_life: float | None = 20.0,
         name: str | None = None,

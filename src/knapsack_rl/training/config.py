@@ -130,6 +130,11 @@ class TrainConfig(_ConfigMixin):
         0.3,
         "warm-start: share of targets replaced by a wrong answer (a noisy teacher RL can correct)",
     )
+    sft_weights: tuple[float, ...] | None = _f(
+        None,
+        "arithmetic warm-start: relative share of each level in the supervised examples "
+        "(comma list; default: equal). A small share leaves a level hard but learnable",
+    )
     sft_examples: int = _f(
         50000,
         "warm-start examples (train split, disjoint from the test split; many, so SFT generalises)",
@@ -169,7 +174,9 @@ class TrainConfig(_ConfigMixin):
     pilot_mode: str = _f(
         "fixed", "rounds method: 'fixed' (PILOT each) or 'prior' (M*PILOT split by the prior)"
     )
-    value: str = _f(defaults.VALUE, "rounds method: value model (paper, informative, size, coba)")
+    value: str = _f(
+        defaults.VALUE, "rounds method: value model (paper, informative, size, coba, grpo)"
+    )
     prior_half_life: float = _f(
         defaults.PRIOR_HALF_LIFE, "rounds method: steps until a prompt's own evidence counts half"
     )
@@ -297,6 +304,16 @@ class TrainConfig(_ConfigMixin):
             len(self.digits) == len(self.terms) == len(self.operators)
         ):
             raise ConfigError("digits, terms and operators need one entry per level")
+        if self.sft_weights is not None and (
+            len(self.sft_weights) != len(self.digits)
+            or min(self.sft_weights) < 0
+            or not sum(self.sft_weights) > 0
+            or not all(math.isfinite(w) for w in self.sft_weights)
+        ):
+            raise ConfigError(
+                f"sft_weights: give {len(self.digits)} non-negative numbers (one per level) "
+                f"with a positive sum, got {self.sft_weights}"
+            )
         return self
 
     def _check_numbers(self) -> None:

@@ -141,6 +141,7 @@ def _warmstart(cfg: DemoConfig, seed: int, out: Path, log) -> Path:
             "sft_lr",
             "sft_examples",
             "sft_noise",
+            "sft_weights",
             "digits",
             "terms",
             "operators",

@@ -186,7 +186,11 @@ class Trainer:
             return []
         if isinstance(self.task, ArithmeticTask):  # fresh draws, still disjoint from test
             data = ArithmeticTask(
-                digits=cfg.digits, terms=cfg.terms, operators=cfg.operators, seed=cfg.seed + 7919
+                digits=cfg.digits,
+                terms=cfg.terms,
+                operators=cfg.operators,
+                weights=cfg.sft_weights,
+                seed=cfg.seed + 7919,
             ).examples(cfg.sft_examples, "train")
         else:
             data = self.task.examples(cfg.sft_examples, "train")
