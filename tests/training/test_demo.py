@@ -70,6 +70,18 @@ def test_tiny_demo_writes_report(tmp_path, capsys):
             d = [final[s, m] - final[s, "uniform"] for s in (0, 1)]
             assert row["diff_vs_uniform"] == pytest.approx(sum(d) / 2)
             assert row["diff_se"] == pytest.approx(abs(d[0] - d[1]) / 2)
+            late = {
+                s: [
+                    sum(json.loads(x)["avg@8"] for x in lines[-3:]) / len(lines[-3:])
+                    for lines in [
+                        (out / f"seed{s}" / "runs" / k / "eval.jsonl").read_text().splitlines()
+                        for k in (m, "uniform")
+                    ]
+                ]
+                for s in (0, 1)
+            }
+            dl = [late[s][0] - late[s][1] for s in (0, 1)]
+            assert row["late_diff_vs_uniform"] == pytest.approx(sum(dl) / 2)
     assert len(res["summary"]["per_seed"]) == 6
     html = (out / "index.html").read_text()
     assert "paired_differences.png" in html and "Per seed" in html

@@ -26,6 +26,9 @@ from knapsack_rl.training.config import TRAIN_METHODS, ConfigError, TrainConfig,
 __all__ = ["DemoConfig", "run_demo", "rollouts_to_reach", "load_run"]
 
 
+#: "late" accuracy: the mean of the last evaluations (less noisy than the last one alone)
+LATE_EVALS = 3
+
 # settings of each method's run that the demo fixes (its measured defaults, see docs/training.md)
 _DEMO_RUN = {"save_every": 0, "resume": False}
 
@@ -247,6 +250,7 @@ def summarise(runs: dict[int, dict[str, dict]]) -> dict:
                 "seed": seed,
                 "method": m,
                 "final": ev[-1][key] if ev else float("nan"),
+                "late": float(np.mean([e[key] for e in ev[-LATE_EVALS:]])) if ev else float("nan"),
                 "start": ev[0][key] if ev else float("nan"),
                 "greedy": ev[-1]["greedy"] if ev else float("nan"),
                 "effective_gradient_ratio": float(
@@ -284,6 +288,9 @@ def summarise(runs: dict[int, dict[str, dict]]) -> dict:
             row["diff_se"] = se
             row["diff_in_se"] = mean / se if se and se > 0 else float("nan")
             row["seeds_above_uniform"] = f"{sum(x > 0 for x in d)}/{len(d)}"
+            late, late_se = _mean_se([a["late"] - b["late"] for a, b in zip(rs, uni)])
+            row["late_diff_vs_uniform"] = late
+            row["late_diff_se"] = late_se
             reach = [r["reach_ratio"] for r in rs]
             row["rollouts_to_uniform_final"] = (
                 "-"
@@ -443,6 +450,8 @@ _SHORT = {  # report column -> heading
     "diff_vs_uniform": "final - uniform",
     "diff_se": "s.e.",
     "seeds_above_uniform": "seeds above",
+    "late_diff_vs_uniform": "late - uniform",
+    "late_diff_se": "late s.e.",
     "rollouts_to_uniform_final": "rollouts to uniform's final",
     "reach_ratio": "rollouts to uniform's final",
     "effective_gradient_ratio": "eff. grad. ratio",
