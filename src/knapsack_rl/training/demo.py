@@ -445,6 +445,7 @@ _SHORT = {  # report column -> heading
     "seed": "seed",
     "method": "method",
     "final": "final",
+    "late": "late",
     "start": "start",
     "greedy": "greedy",
     "diff_vs_uniform": "final - uniform",
@@ -472,7 +473,7 @@ def _compact(rows: list[dict], key: str) -> list[dict]:
             if v is None:
                 v = "-"
             elif isinstance(v, float):
-                v = f"{v:+.3f}" if k == "diff_vs_uniform" else f"{v:.3f}"
+                v = f"{v:+.3f}" if k in ("diff_vs_uniform", "late_diff_vs_uniform") else f"{v:.3f}"
             row[name] = v
         out.append(row)
     return out
