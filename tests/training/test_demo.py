@@ -53,12 +53,13 @@ def test_tiny_demo_writes_report(tmp_path, capsys):
     assert rows[0]["rollouts"] == rows[1]["rollouts"] == rows[2]["rollouts"] == 3 * 4 * 8
     assert "rounds" in res["table"] and "diff_vs_uniform" in res["table"]
     # the summary reports what the runs logged: means over seeds, differences paired by seed
-    final = {}
+    final, late = {}, {}
     for seed in (0, 1):
         for m in ("uniform", "knapsack", "rounds"):
             run = out / f"seed{seed}" / "runs" / m
             ev = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
             final[seed, m] = ev[-1]["avg@8"]
+            late[seed, m] = sum(e["avg@8"] for e in ev[-3:]) / len(ev[-3:])
             mt = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
             assert sum(x["rollouts"] for x in mt) == 3 * 4 * 8
             if m == "rounds":
@@ -70,17 +71,7 @@ def test_tiny_demo_writes_report(tmp_path, capsys):
             d = [final[s, m] - final[s, "uniform"] for s in (0, 1)]
             assert row["diff_vs_uniform"] == pytest.approx(sum(d) / 2)
             assert row["diff_se"] == pytest.approx(abs(d[0] - d[1]) / 2)
-            late = {
-                s: [
-                    sum(json.loads(x)["avg@8"] for x in lines[-3:]) / len(lines[-3:])
-                    for lines in [
-                        (out / f"seed{s}" / "runs" / k / "eval.jsonl").read_text().splitlines()
-                        for k in (m, "uniform")
-                    ]
-                ]
-                for s in (0, 1)
-            }
-            dl = [late[s][0] - late[s][1] for s in (0, 1)]
+            dl = [late[s, m] - late[s, "uniform"] for s in (0, 1)]
             assert row["late_diff_vs_uniform"] == pytest.approx(sum(dl) / 2)
     assert len(res["summary"]["per_seed"]) == 6
     html = (out / "index.html").read_text()

@@ -210,6 +210,8 @@ def test_sft_weights_set_the_warmstart_level_mix(tmp_path, monkeypatch):
         cfg.replace(sft_weights=(1.0,)).validate()
     with pytest.raises(ConfigError, match="sft_weights"):
         cfg.replace(sft_weights=(0.0, 0.0)).validate()
+    with pytest.raises(ConfigError, match="only for the built-in arithmetic"):
+        cfg.replace(task="reasoning_gym").validate()
 
 
 def _bad_len(prompts, completions, **kw):

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.MAX_ROLLOUTS,
         help=f"most rollouts per prompt (default {defaults.MAX_ROLLOUTS})",
     )
-    p.add_argument("--method", choices=METHODS, default="knapsack", help="allocation method")
+    p.add_argument("--method", choices=METHODS, default=defaults.METHOD, help="allocation method")
     p.add_argument("--cost-column", help="column with each prompt's per-rollout cost (e.g. tokens)")
     p.add_argument(
         "--token-budget",

@@ -304,6 +304,8 @@ class TrainConfig(_ConfigMixin):
             len(self.digits) == len(self.terms) == len(self.operators)
         ):
             raise ConfigError("digits, terms and operators need one entry per level")
+        if self.sft_weights is not None and self.task != "arithmetic":
+            raise ConfigError("sft_weights: only for the built-in arithmetic task (its levels)")
         if self.sft_weights is not None and (
             len(self.sft_weights) != len(self.digits)
             or min(self.sft_weights) < 0
