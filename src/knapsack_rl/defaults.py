@@ -21,6 +21,7 @@ __all__ = [
     "ADVANTAGE_CLIP",
     "ROUNDS",
     "PILOT",
+    "OVERSAMPLE",
     "VALUE",
     "PRIOR_HALF_LIFE",
 ]
@@ -52,7 +53,11 @@ ADVANTAGE_CLIP = 5.0
 #: generation rounds per step for ``method="rounds"`` (pilot + rest)
 ROUNDS = 2
 #: pilot rollouts per prompt in round 1
-PILOT = 4
+PILOT = 2
+#: ``method="rounds"`` draws OVERSAMPLE times the uniform number of prompts per step and
+#: pilots each; the step's rollout budget is unchanged (the reference trainer's selection
+#: runs picked 2 prompts per uniform prompt with a pilot of 2, BENCHMARKS.md)
+OVERSAMPLE = 2
 #: value model of ``method="rounds"`` (trainer, simulator, TRL, verl): ``grpo`` came
 #: closest to uniform in the reference trainer's selection runs (BENCHMARKS.md);
 #: ``allocate_round`` itself defaults to the paper's value

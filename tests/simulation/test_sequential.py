@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from knapsack_rl import defaults
 from knapsack_rl.simulation import (
     STRATEGIES,
     Env,
@@ -79,6 +80,10 @@ def test_registered_by_name():
     assert make_strategy("rounds").value == ROUNDS_DEFAULT_VALUE
     assert make_strategy("rounds-coba").value == "coba"
     assert make_strategy("rounds-size", pilot=2).pilot == 2
+    assert make_strategy("rounds").oversample == defaults.OVERSAMPLE == 2
+    assert make_strategy("rounds", oversample=1).oversample == 1
+    with pytest.raises(ValueError, match="oversample"):
+        make_strategy("rounds", oversample=0)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -99,7 +104,10 @@ def test_exact_budget_every_step_and_groups_hold_all_rounds(name):
         got_n = {i: c for i, c in n.items() if c > 0}
         assert dict(zip(out.idx.tolist(), out.n.tolist(), strict=True)) == got_n
         assert dict(zip(out.idx.tolist(), out.k.tolist(), strict=True)) == {i: k[i] for i in got_n}
-        assert out.idx.size == cfg.prompts_per_step  # the same prompts as uniform
+        # the same prompts as uniform; rounds draws `oversample` times as many
+        want = cfg.prompts_per_step * getattr(strategy, "oversample", 1)
+        assert out.idx.size == want
+        assert len(set(out.idx.tolist())) == want
         assert np.all(out.n <= cfg.max_rollouts)
         pop.learn(out.idx, out.n, out.k)
 
@@ -119,7 +127,7 @@ def test_runner_accepts_and_is_deterministic(name):
 def test_rounds_pilot_then_planned_round():
     cfg = _config()
     pop = _population([0.02, 0.5, 0.98], cfg)
-    env, out = _step(RoundsStrategy(pilot=4, value="paper"), pop)
+    env, out = _step(RoundsStrategy(pilot=4, value="paper", oversample=1), pop)
     assert len(env.calls) == 2  # two rounds
     assert np.all(env.calls[0][1] == 4)  # the pilot
     assert np.all(out.n >= cfg.min_rollouts)
@@ -128,6 +136,30 @@ def test_rounds_pilot_then_planned_round():
     mixed = (pilot_k > 0) & (pilot_k < 4)
     if mixed.any() and (~mixed).any():
         assert second[mixed].mean() < second[~mixed].mean()
+
+
+def test_rounds_oversample_screens_more_prompts_at_the_same_budget():
+    cfg = _config()  # 16 prompts x 8 rollouts
+    pop = _population([0.02, 0.5, 0.98], cfg)
+    s = RoundsStrategy(value="grpo")  # oversample 2, pilot 2
+    env = RecordingEnv(pop)
+    s.reset(env)
+    second = np.zeros(cfg.prompts)
+    visits = np.zeros(cfg.prompts)
+    for step in range(8):
+        env.spent, env.calls = 0, []
+        out = s.step(env)
+        assert out.idx.size == 2 * cfg.prompts_per_step
+        assert np.all(env.calls[0][1] == defaults.PILOT)  # every drawn prompt is piloted
+        assert int(out.n.sum()) == cfg.budget
+        if step >= 4:  # once the tracker knows the prompts
+            np.add.at(second, env.calls[1][0], env.calls[1][1])
+            np.add.at(visits, env.calls[1][0], 1)
+    # the planned rounds go to the uncertain prompts, not to the confident ones
+    p = pop.p(np.arange(cfg.prompts))
+    per_visit = second / np.maximum(visits, 1)
+    mid, edge = np.abs(p - 0.5) < 0.1, np.abs(p - 0.5) > 0.4
+    assert per_visit[mid].mean() > per_visit[edge].mean() + 1
 
 
 def test_rounds_updates_its_tracker_once_per_step():

@@ -75,8 +75,28 @@ class Boom:
         return _graded(prompts, completions, **kw)
 
 
+def test_rounds_oversample_draws_more_prompts_at_the_same_budget(tmp_path):
+    cfg = tiny(tmp_path, method="rounds", rollouts_per_prompt=5, steps=3, eval_every=0)
+    assert (cfg.oversample, cfg.pilot) == (2, 2)  # the measured defaults
+    assert cfg.step_prompts == 8 and cfg.step_budget == 20
+    assert cfg.replace(method="uniform").step_prompts == 4  # only rounds oversamples
+    Trainer(cfg, reward_fn=_graded).run()
+    m = _lines(tmp_path / "run" / "metrics.jsonl")
+    a = _lines(tmp_path / "run" / "allocations.jsonl")
+    # 8 distinct prompts a step, piloted with 2 each, then the last 4 rollouts planned
+    assert all(len(set(x["ids"])) == 8 and sum(x["rollouts"]) == 20 for x in a)
+    assert all(min(x["rollouts"]) >= 2 for x in a)
+    assert all(x["rollouts"] == 20 and x["rounds"] == 2 for x in m)
+    with pytest.raises(ConfigError, match="leaving nothing for later rounds"):
+        cfg.replace(rollouts_per_prompt=4).validate()
+    with pytest.raises(ConfigError, match="oversample"):
+        cfg.replace(oversample=0).validate()
+    with pytest.raises(ConfigError, match="train_prompts"):
+        cfg.replace(oversample=5).validate()
+
+
 # rounds: a pilot of 2 x 4 prompts, then a second wave of 12 (the rest of 4 x 5)
-ROUNDS = dict(method="rounds", pilot=2, rollouts_per_prompt=5)
+ROUNDS = dict(method="rounds", pilot=2, rollouts_per_prompt=5, oversample=1)
 
 
 @pytest.mark.parametrize(
@@ -505,7 +525,8 @@ def test_rounds_priors_from_pass_rates_and_a_previous_tracker(tmp_path):
         method="rounds",
         steps=1,
         eval_every=0,
-        prompts_per_step=12,
+        prompts_per_step=6,
+        rollouts_per_prompt=6,
         train_prompts=12,
         prior_tracker=str(tmp_path / "prev.npz"),
     )

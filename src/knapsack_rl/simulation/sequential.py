@@ -1,14 +1,15 @@
 """Sequential strategies: a step's rollouts are generated in rounds, and each round
 is planned from what the step has drawn so far.
 
-All of them roll out the same ``prompts_per_step`` prompts of the stream as
-``uniform`` and spend exactly ``B = prompts_per_step * rollouts_per_prompt`` rollouts per step,
-so they compare at equal rollouts. A prompt's trained group is every rollout it got
+All of them spend exactly ``B = prompts_per_step * rollouts_per_prompt`` rollouts per
+step, so they compare with ``uniform`` at equal rollouts; ``rounds`` draws
+``oversample`` times as many prompts of the stream (the others the same ones). A prompt's trained group is every rollout it got
 in the step, all rounds together (the advantage baseline is over all of them).
 
 - ``rounds`` (``rounds-paper``, ``rounds-informative``, ``rounds-size``,
-  ``rounds-coba``): a :class:`~knapsack_rl.RoundPlanner` over a ``beta`` tracker:
-  a pilot of ``pilot`` rollouts per prompt, then the rest of the budget split by
+  ``rounds-coba``, ``rounds-grpo``): a :class:`~knapsack_rl.RoundPlanner` over a
+  ``beta`` tracker, on ``oversample * prompts_per_step`` prompts: a pilot of ``pilot``
+  rollouts per prompt, then the rest of the budget split by
   :func:`knapsack_rl.allocate_round` (exact, on the Beta posterior of each prompt
   given the tracker's prior and the pilot's draws) under the chosen value model.
 - ``pilot-commit`` (Pilot-Commit, arXiv 2605.26606): a pilot of ``pilot``
@@ -87,6 +88,9 @@ class RoundsStrategy(Strategy):
         pilot: pilot rollouts per prompt, or ``"prior"`` (the planner splits
             ``pilot_size`` per prompt by the value of drawing under the prior).
         pilot_size: mean pilot size for ``pilot="prior"``.
+        oversample: prompts drawn per step, as a multiple of ``prompts_per_step`` (the
+            budget is unchanged; at most the dataset and ``B / min_rollouts`` prompts;
+            default `defaults.OVERSAMPLE`).
         tracker_kwargs: keyword arguments of the ``beta`` tracker.
         half_life: steps after which a prompt's own evidence counts half in its prior.
         name: display name (default ``rounds-<value>``).
@@ -98,6 +102,7 @@ class RoundsStrategy(Strategy):
         rounds: int = defaults.ROUNDS,
         pilot: int | str = defaults.PILOT,
         pilot_size: int = defaults.PILOT,
+        oversample: int = defaults.OVERSAMPLE,
         tracker_kwargs: dict | None = None,
         half_life: float | None = 20.0,
         name: str | None = None,
@@ -106,7 +111,10 @@ class RoundsStrategy(Strategy):
             raise ValueError(f"value: unknown {value!r}; expected one of {', '.join(VALUES)}")
         if int(rounds) < 1:
             raise ValueError(f"rounds must be >= 1, got {rounds}")
+        if int(oversample) < 1:
+            raise ValueError(f"oversample must be >= 1, got {oversample}")
         self.value = value
+        self.oversample = int(oversample)
         self.rounds = int(rounds)
         self.pilot = pilot
         self.pilot_size = int(pilot_size)
@@ -131,7 +139,11 @@ class RoundsStrategy(Strategy):
 
     def step(self, env: Env) -> StepOutcome:
         c = env.config
-        idx = env.next_prompts(c.prompts_per_step)
+        # at most the dataset, and at most what the budget can give min_rollouts each
+        m = min(
+            c.prompts_per_step * self.oversample, len(env.population), c.budget // c.min_rollouts
+        )
+        idx = env.next_prompts(m)
         n = np.zeros(idx.size, dtype=np.int64)
         k = np.zeros(idx.size)
         counts = self.planner.start(idx.tolist(), budget=c.budget)
@@ -155,6 +167,7 @@ class RoundsStrategy(Strategy):
             "rounds": self.rounds,
             "pilot": self.pilot,
             "pilot_size": self.pilot_size,
+            "oversample": self.oversample,
             "tracker": "beta",
             "tracker_kwargs": self.tracker_kwargs,
             "half_life": self.half_life,

@@ -171,6 +171,11 @@ class TrainConfig(_ConfigMixin):
     )
     rounds: int = _f(defaults.ROUNDS, "rounds method: generation rounds per step")
     pilot: int = _f(defaults.PILOT, "rounds method: pilot rollouts per prompt in round 1")
+    oversample: int = _f(
+        defaults.OVERSAMPLE,
+        "rounds method: draw OVERSAMPLE * M prompts per step and pilot each; the step's "
+        "rollout budget is unchanged",
+    )
     pilot_mode: str = _f(
         "fixed", "rounds method: 'fixed' (PILOT each) or 'prior' (M*PILOT split by the prior)"
     )
@@ -265,6 +270,7 @@ class TrainConfig(_ConfigMixin):
             "threads",
             "updates_per_batch",
             "minibatch_rollouts",
+            "oversample",
             "train_prompts",
             "eval_prompts",
             "eval_samples",
@@ -279,9 +285,10 @@ class TrainConfig(_ConfigMixin):
         for name in ("save_every", "eval_every", "sft_steps", "sft_examples"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.prompts_per_step > self.train_prompts:
+        if self.step_prompts > self.train_prompts:
             raise ConfigError(
-                f"prompts_per_step ({self.prompts_per_step}) > train_prompts ({self.train_prompts})"
+                f"prompts per step ({self.step_prompts}: prompts_per_step x oversample) > "
+                f"train_prompts ({self.train_prompts})"
             )
         self._check_numbers()
         for k in self.pass_k:
@@ -291,12 +298,22 @@ class TrainConfig(_ConfigMixin):
             raise ConfigError(
                 f"min_rollouts ({self.min_rollouts}) > max_rollouts ({self.max_rollouts})"
             )
-        m, b = self.prompts_per_step, self.step_budget
+        m, b = self.step_prompts, self.step_budget
         lo, hi = m * self.min_rollouts, m * self.max_rollouts
         if not lo <= b <= hi:
             raise ConfigError(
                 f"budget: {b} rollouts per step cannot be met by {m} prompts with "
                 f"{self.min_rollouts} <= rollouts <= {self.max_rollouts} (needs {lo}..{hi})"
+            )
+        if (
+            self.method == "rounds"
+            and self.rounds > 1
+            and self.pilot_mode == "fixed"
+            and m * self.pilot >= b
+        ):
+            raise ConfigError(
+                f"pilot: {m} prompts x {self.pilot} pilot rollouts use the whole budget of "
+                f"{b}, leaving nothing for later rounds (lower pilot or oversample)"
             )
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
@@ -351,6 +368,11 @@ class TrainConfig(_ConfigMixin):
                     + ("" if hi == math.inf else f" and {'<=' if hi_in else '<'} {hi}")
                 )
                 raise ConfigError(f"{name} must be {want}, got {v}")
+
+    @property
+    def step_prompts(self) -> int:
+        """Prompts drawn per step: ``prompts_per_step``, times ``oversample`` for ``rounds``."""
+        return self.prompts_per_step * (self.oversample if self.method == "rounds" else 1)
 
     @property
     def step_budget(self) -> int:

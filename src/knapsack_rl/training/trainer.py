@@ -7,7 +7,8 @@ One step (all in :meth:`Trainer.step`):
 3. generate: every prompt repeated ``N_i`` times, one flattened batched
    generation with a KV cache (:func:`knapsack_rl.training.sampler.generate`);
 4. score with the reward function (checked: right length, finite), update the tracker.
-   With ``method="rounds"`` steps 2-4 repeat: a pilot from the tracker's priors, then
+   With ``method="rounds"`` the step draws ``oversample * M`` prompts for the same
+   budget ``B``, and steps 2-4 repeat: a pilot of every prompt, then
    :func:`knapsack_rl.allocate_round` on what the step has drawn (a
    :class:`knapsack_rl.RoundPlanner`); a prompt's group is all of its rounds' rollouts;
 5. update: group advantages (groups of any size, std-normalised, clipped),
@@ -162,9 +163,9 @@ class Trainer:
             raise TrainError(str(e)) from None
         except (ValueError, TypeError) as e:
             raise TrainError(f"task {cfg.task!r}: {e}") from None
-        if len(self.pool) < cfg.prompts_per_step:
+        if len(self.pool) < cfg.step_prompts:
             raise TrainError(
-                f"prompts_per_step ({cfg.prompts_per_step}) > training prompts available ({len(self.pool)})"
+                f"prompts per step ({cfg.step_prompts}) > training prompts available ({len(self.pool)})"
             )
 
     def _check_loggers(self) -> None:
@@ -214,7 +215,7 @@ class Trainer:
     # ------------------------------------------------------------------ data
     def batch_indices(self, step: int) -> list[int]:
         """Pool indices of the prompts of ``step`` (seeded permutation per epoch; stateless)."""
-        n, m = len(self.pool), self.cfg.prompts_per_step
+        n, m = len(self.pool), self.cfg.step_prompts
         out = []
         for k in range(step * m, (step + 1) * m):
             epoch, pos = divmod(k, n)
