@@ -58,9 +58,9 @@ PILOT = 2
 #: pilots each; the step's rollout budget is unchanged (the reference trainer's selection
 #: runs picked 2 prompts per uniform prompt with a pilot of 2, BENCHMARKS.md)
 OVERSAMPLE = 2
-#: value model of ``method="rounds"`` (trainer, simulator, TRL, verl): ``grpo`` came
-#: closest to uniform in the reference trainer's selection runs (BENCHMARKS.md);
-#: ``allocate_round`` itself defaults to the paper's value
+#: value model of ``method="rounds"`` (trainer, simulator, TRL, verl): ``grpo`` with
+#: OVERSAMPLE = 2 learned the most in the reference trainer's selection runs
+#: (BENCHMARKS.md); ``allocate_round`` itself defaults to the paper's value
 VALUE = "grpo"
 #: steps after which a prompt's own evidence counts half in its prior
 PRIOR_HALF_LIFE = 20.0

@@ -165,7 +165,7 @@ class KnapsackGRPOConfig(GRPOConfig):
     )
     value: str = field(
         default=defaults.VALUE,
-        metadata={"help": "Value model of rounds: paper, informative, size, coba."},
+        metadata={"help": "Value model of rounds: paper, informative, size, coba, grpo."},
     )
     prior_group_column: str | None = field(
         default=None, metadata={"help": "Column pooling the priors of rounds (e.g. level)."}

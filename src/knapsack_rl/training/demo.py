@@ -416,6 +416,14 @@ def write_report(
     ax.legend(fontsize=7)
     imgs.append(save_figure(fig, out / "rollouts_vs_success.png"))
     tc = cfg.train_config("uniform", seeds[0])
+    rc = cfg.train_config("rounds", seeds[0])
+    how_rounds = (
+        f" rounds draws {rc.step_prompts} prompts per step instead of {tc.step_prompts}, pilots "
+        f"each with {rc.pilot} rollouts, then plans the rest ({rc.rounds} rounds, value "
+        f"{rc.value})."
+        if "rounds" in methods
+        else ""
+    )
     params = runs[seeds[0]][methods[0]]["config"].get("resolved", {}).get("parameters", "?")
     blocks = [
         (
@@ -424,7 +432,7 @@ def write_report(
             f"arithmetic task. Per seed, every method starts from the same warm-start and spends "
             f"the same rollouts ({tc.step_budget} per step, {cfg.steps} steps). Accuracy is "
             f"{key} on {cfg.eval_prompts} held-out prompts. Differences are paired by seed; "
-            f"the standard error is over seeds. Total time {seconds:.0f}s.",
+            f"the standard error is over seeds.{how_rounds} Total time {seconds:.0f}s.",
         ),
         ("table", _compact(summary["rows"], key)),
         ("h2", "Per seed"),
