@@ -58,6 +58,8 @@ VARIANTS: dict[str, tuple[dict, float | None]] = {
         10.0,
     ),
     "rounds-grpo-ov3": ({"method": "rounds", "value": "grpo", "pilot": 2, "oversample": 3}, 10.0),
+    # after the pick, for information: the simulator's best value, with the same settings
+    "rounds-coba-ov2": ({"method": "rounds", "value": "coba", "pilot": 2, "oversample": 2}, None),
 }
 LAST = 3
 
