@@ -3,8 +3,9 @@ is planned from what the step has drawn so far.
 
 All of them spend exactly ``B = prompts_per_step * rollouts_per_prompt`` rollouts per
 step, so they compare with ``uniform`` at equal rollouts; ``rounds`` draws
-``oversample`` times as many prompts of the stream (the others the same ones). A prompt's trained group is every rollout it got
-in the step, all rounds together (the advantage baseline is over all of them).
+``oversample`` times as many prompts of the stream (the others the same ones). A
+prompt's trained group is every rollout it got in the step, all rounds together
+(the advantage baseline is over all of them).
 
 - ``rounds`` (``rounds-paper``, ``rounds-informative``, ``rounds-size``,
   ``rounds-coba``, ``rounds-grpo``): a :class:`~knapsack_rl.RoundPlanner` over a
