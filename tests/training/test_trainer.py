@@ -91,6 +91,8 @@ def test_rounds_oversample_draws_more_prompts_at_the_same_budget(tmp_path):
         cfg.replace(rollouts_per_prompt=4).validate()
     with pytest.raises(ConfigError, match="oversample"):
         cfg.replace(oversample=0).validate()
+    with pytest.raises(ConfigError, match=r"12 prompts \(prompts_per_step x oversample 3\)"):
+        cfg.replace(oversample=3).validate()  # 12 prompts x 2 > the budget of 20
     with pytest.raises(ConfigError, match="train_prompts"):
         cfg.replace(oversample=5).validate()
 

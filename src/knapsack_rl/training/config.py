@@ -301,8 +301,13 @@ class TrainConfig(_ConfigMixin):
         m, b = self.step_prompts, self.step_budget
         lo, hi = m * self.min_rollouts, m * self.max_rollouts
         if not lo <= b <= hi:
+            why = (
+                f" (prompts_per_step x oversample {self.oversample})"
+                if m != self.prompts_per_step
+                else ""
+            )
             raise ConfigError(
-                f"budget: {b} rollouts per step cannot be met by {m} prompts with "
+                f"budget: {b} rollouts per step cannot be met by {m} prompts{why} with "
                 f"{self.min_rollouts} <= rollouts <= {self.max_rollouts} (needs {lo}..{hi})"
             )
         if (
