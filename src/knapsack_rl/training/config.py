@@ -133,7 +133,7 @@ class TrainConfig(_ConfigMixin):
     sft_weights: tuple[float, ...] | None = _f(
         None,
         "arithmetic warm-start: relative share of each level in the supervised examples "
-        "(comma list; default: equal). A small share leaves a level hard but learnable",
+        "(comma list; default: equal). A small share leaves a level under-trained",
     )
     sft_examples: int = _f(
         50000,
