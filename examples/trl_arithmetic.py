@@ -2,7 +2,7 @@
 
     python examples/trl_arithmetic.py                  # SmolLM2-135M-Instruct, knapsack budgets
     python examples/trl_arithmetic.py --method uniform # stock GRPO budget, for comparison
-    python examples/trl_arithmetic.py --method rounds  # one-shot from fresh priors pooled by level
+    python examples/trl_arithmetic.py --method rounds  # a pilot on twice the prompts, then the rest
     python examples/trl_arithmetic.py --model PATH     # any causal LM folder (transformers format)
     python examples/trl_arithmetic.py --tiny --steps 3 # random tiny model: a plumbing check in seconds
 
@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--tracker", default="beta", choices=["beta", "window", "paper"])
     ap.add_argument("--steps", type=int, default=16, help="optimizer steps (one generation each)")
-    ap.add_argument("--prompts", type=int, default=8, help="prompts per generation step")
-    ap.add_argument("--rollouts", type=int, default=4, help="average rollouts per prompt")
+    ap.add_argument("--prompts", type=int, default=4, help="prompts per uniform generation step")
+    ap.add_argument("--rollouts", type=int, default=8, help="rollouts per prompt of a uniform step")
     ap.add_argument("--max-rollouts", type=int, default=16)
     ap.add_argument("--train-size", type=int, default=16, help="training prompts (cycled)")
     ap.add_argument("--eval-size", type=int, default=48, help="test prompts for greedy accuracy")
@@ -221,9 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{log['rollouts_per_prompt/mean']:.1f}/{log['rollouts_per_prompt/max']:.0f}"
             )
     lines = [
-        json.dumps(
-            {"step": h["step"], "prompt_ids": h["prompt_ids"], "rollouts": h["rollouts"].tolist()}
-        )
+        json.dumps({k: v.tolist() if hasattr(v, "tolist") else v for k, v in h.items()})
         for h in trainer.allocation_history
     ]
     atomic_write_text(out / "allocations.jsonl", "\n".join(lines) + "\n")

@@ -17,6 +17,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
+from knapsack_rl import allocate_round  # noqa: E402
 from knapsack_rl.integrations.trl import (  # noqa: E402
     TRACKER_FILE,
     KnapsackGRPOConfig,
@@ -261,8 +262,8 @@ def test_knapsack_group_sizes_and_advantages(tmp_path):
 
 
 def test_rounds_allocates_from_pooled_priors(tmp_path):
-    """allocation_method="rounds": one-shot from fresh priors pooled by a column; the planner
-    updates the tracker and stamps prompts as seen."""
+    """allocation_method="rounds", rounds=1: one-shot from fresh priors pooled by a column; the
+    planner updates the tracker and stamps prompts as seen."""
     tok = make_tokenizer()
     ds = make_dataset(4).add_column("level", [0, 0, 1, 1])
     rec = Recorder()
@@ -275,6 +276,8 @@ def test_rounds_allocates_from_pooled_priors(tmp_path):
             num_generations=4,
             max_steps=1,
             allocation_method="rounds",
+            rounds=1,
+            oversample=1,
             prior_group_column="level",
             min_rollouts=2,
             max_rollouts=10,
@@ -307,6 +310,128 @@ def test_rounds_allocates_from_pooled_priors(tmp_path):
             num_generations=4,
             per_device_train_batch_size=16,
         )
+
+
+class ByPrompt:
+    """Reward by prompt id: p0-p3 alternate 1, 0, 1, ... (every pilot of 2 is mixed), p4 and
+    p5 always 1, p6 and p7 always 0. Records every scored row's id."""
+
+    __name__ = "by_prompt"
+
+    def __init__(self):
+        self.ids: list = []
+        self.rewards: list = []
+        self.calls = 0
+        self._next: dict = {}
+
+    def __call__(self, prompts, completions, id, **kwargs):
+        self.calls += 1
+        out = []
+        for pid in id:
+            i = int(pid[1:])
+            if i < 4:
+                out.append(float(self._next.get(pid, 1)))
+                self._next[pid] = 1 - self._next.get(pid, 1)
+            else:
+                out.append(1.0 if i < 6 else 0.0)
+        self.ids.extend(id)
+        self.rewards.extend(out)
+        return out
+
+
+def rounds_trainer(tmp_path, reward, **kw) -> KnapsackGRPOTrainer:
+    """8 prompts, num_generations 8, 32 rollouts a step: uniform would draw 4 prompts x 8;
+    rounds (oversample 2) draws 8, pilots each with 2, plans the other 16."""
+    args = dict(per_device_train_batch_size=32, num_generations=8, max_steps=2)
+    return KnapsackGRPOTrainer(
+        model=make_model(),
+        reward_funcs=reward,
+        args=knapsack_args(tmp_path, allocation_method="rounds", max_rollouts=16, **{**args, **kw}),
+        train_dataset=make_dataset(8),
+        processing_class=make_tokenizer(),
+    )
+
+
+def test_rounds_pilot_then_planned_rest(tmp_path):
+    """rounds=2 in TRL: a pilot of 2 on twice the prompts, the rest planned from the pilot's
+    rewards; every row scored once; advantages over each prompt's whole group."""
+    reward = ByPrompt()
+    tr = rounds_trainer(tmp_path, reward, value="paper")
+    assert tr.args.step_prompts == 8 and tr.planner.rounds == 2
+    batch = [tr.train_dataset[i] for i in range(8) for _ in range(4)]  # the sampler's layout
+    tr.model.train()
+    out = tr._generate_and_score_completions(batch)
+    (h,) = tr.allocation_history
+    pilot, rollouts = h["pilot"], h["rollouts"]
+    assert pilot.tolist() == [2] * 8
+    assert rollouts.sum() == 32 and rollouts.min() >= 2
+    rest = rollouts - pilot
+    # the rest is allocate_round on the pilot's draws: paper's value breaks the ties
+    plan = allocate_round(
+        np.array([1, 1, 1, 1, 2, 2, 0, 0]),
+        np.full(8, 2),
+        budget=16,
+        prior_a=tr.planner.prior_a,
+        prior_b=tr.planner.prior_b,
+        min_rollouts=2,
+        max_rollouts=16,
+        value="paper",
+    )
+    assert rest.tolist() == plan.tolist() and rest[4:].sum() == 16
+    # every row is scored exactly once: the pilot's 16, then the planned 16
+    assert reward.calls == 2 and len(reward.ids) == 32
+    assert reward.ids[:16] == [f"p{i}" for i in range(8) for _ in range(2)]
+    assert reward.ids[16:] == [f"p{i}" for i in range(8) for _ in range(rest[i])]
+    assert out["completion_ids"].shape[0] == 32 and out["advantages"].shape[0] == 32
+    # advantages: each row against its prompt's whole group, from both rounds
+    rewards = np.asarray(
+        [1.0 if int(x[1:]) in (4, 5) else 0.0 for x in reward.ids], dtype=np.float64
+    )
+    nxt = {}
+    for j, pid in enumerate(reward.ids):
+        if int(pid[1:]) < 4:
+            rewards[j] = nxt.get(pid, 1)
+            nxt[pid] = 1 - nxt.get(pid, 1)
+    group = np.asarray([int(x[1:]) for x in reward.ids])
+    order = np.argsort(group, kind="stable")
+    expected = np.empty(32)
+    expected[order] = hand_advantages(rewards[order], rollouts)
+    np.testing.assert_allclose(out["advantages"].numpy(), expected, atol=1e-5)
+    # the tracker saw every rollout once
+    st = tr.tracker.stats([f"p{i}" for i in range(8)])
+    np.testing.assert_allclose(st.attempts, rollouts)
+    assert tr.planner.step == 1 and tr._pilot is None
+    assert tr.last_allocation.rollouts.tolist() == rollouts.tolist()
+
+
+def test_rounds_trains(tmp_path):
+    """Two real training steps with rounds=2 (sampler draws 8 prompts per step)."""
+    reward = ByPrompt()
+    tr = rounds_trainer(tmp_path, reward)
+    tr.train()
+    assert tr.state.global_step == 2 and len(tr.allocation_history) == 2
+    for h in tr.allocation_history:
+        assert len(set(h["prompt_ids"])) == 8 and h["rollouts"].sum() == 32
+        assert h["pilot"].sum() == 16
+    assert len(reward.ids) == 64  # 32 rows per step, each scored once
+    assert all(np.isfinite(x["loss"]) for x in tr.state.log_history if "loss" in x)
+    assert any("effective_gradient_ratio" in x for x in tr.state.log_history)
+
+
+def test_rounds_config_errors(tmp_path):
+    base = dict(allocation_method="rounds", per_device_train_batch_size=32, num_generations=8)
+    with pytest.raises(ValueError, match="pilot"):
+        knapsack_args(tmp_path, **base, pilot=4)  # 4 per prompt on average: nothing left
+    with pytest.raises(ValueError, match="oversample"):
+        knapsack_args(tmp_path, **base, oversample=3)
+    with pytest.raises(ValueError, match="rounds"):
+        knapsack_args(tmp_path, **base, rounds=3)
+    with pytest.raises(ValueError, match="oversample must be a positive integer"):
+        knapsack_args(tmp_path, **base, oversample=0)
+    # one-shot methods ignore the rounds settings
+    assert (
+        knapsack_args(tmp_path, per_device_train_batch_size=32, num_generations=8).step_prompts == 4
+    )
 
 
 @pytest.mark.parametrize("iterable", [False, True])
@@ -549,8 +674,47 @@ def _two_process_main(output_dir: str) -> None:
     hists = gather_object([[h["rollouts"].tolist() for h in tr.allocation_history]])
     fills = gather_object([tr.tracker.state_dict()["arrays"]["fill"].tolist()])
     assert hists[0] == hists[1] and fills[0] == fills[1]  # same allocations and trackers
+
+    # rounds=2: each process generates half the pilot, then half the planned rest
+    reward = ByPrompt()
+    tr = KnapsackGRPOTrainer(
+        model=make_model(),
+        reward_funcs=reward,
+        args=KnapsackGRPOConfig(
+            output_dir=output_dir + "-rounds",
+            **COMMON,
+            per_device_train_batch_size=16,  # 32 rows over 2 processes
+            num_generations=8,
+            max_steps=2,
+            allocation_method="rounds",
+            value="paper",
+            max_rollouts=16,
+        ),
+        train_dataset=make_dataset(8),
+        processing_class=tok,
+    )
+    batch = [tr.train_dataset[i] for i in range(8) for _ in range(4)]
+    tr.model.train()
+    out = tr._generate_and_score_completions(
+        batch[acc.process_index * 16 : (acc.process_index + 1) * 16]
+    )
+    h = tr.allocation_history[-1]
+    hist = gather_object([[h["pilot"].tolist(), h["rollouts"].tolist()]])
+    assert hist[0] == hist[1] and hist[0][0] == [2] * 8  # same plan on both ranks
+    rollouts = h["rollouts"]
+    assert reward.calls == 2 and len(reward.ids) == 16  # each row scored once, 16 per process
+    ids, rewards = gather_object(reward.ids), gather_object(reward.rewards)
+    group = np.asarray([int(x[1:]) for x in ids])
+    assert np.bincount(group, minlength=8).tolist() == rollouts.tolist()
+    order = np.argsort(group, kind="stable")
+    expected_adv = np.empty(32)
+    expected_adv[order] = hand_advantages(np.asarray(rewards)[order], rollouts)
+    np.testing.assert_allclose(gather_object(out["advantages"].tolist()), expected_adv, atol=1e-5)
+    tr.train()
+    hists = gather_object([[h["rollouts"].tolist() for h in tr.allocation_history]])
+    assert hists[0] == hists[1] and len(hists[0]) == 3
     if acc.is_main_process:
-        print("MULTIPROCESS OK", expected.tolist())
+        print("MULTIPROCESS OK", expected.tolist(), rollouts.tolist())
 
 
 @pytest.mark.slow

@@ -29,6 +29,14 @@ How it fits TRL (``trl>=1.16,<1.17``):
 4. The tracker is saved into each checkpoint (``knapsack_tracker.npz``) and
    restored by ``train(resume_from_checkpoint=...)``.
 
+``allocation_method="rounds"`` (two rounds, the default ``rounds=2``) draws
+``oversample`` times as many prompts for the same rollouts, generates and scores a
+pilot of ``pilot`` rollouts per prompt, plans the rest of the step from the pilot's
+rewards (:func:`knapsack_rl.allocate_round`), then lets TRL generate only the rest:
+TRL's ``_generate`` and ``_calculate_rewards`` return the pilot's completions and
+rewards spliced with the new ones, so TRL pads, scores the loss inputs and logs one
+batch of ``generation_batch_size`` rows per step, as it expects.
+
 Evaluation is TRL's, unchanged (``num_generations_eval`` per prompt).
 """
 
@@ -122,12 +130,16 @@ class KnapsackGRPOConfig(GRPOConfig):
         allocation_method: ``knapsack`` (exact optimum of the paper's value),
             ``paper`` (the reference procedure), ``bayes`` (posterior expected
             value), ``uniform`` (every prompt gets ``rollouts_per_prompt``:
-            stock GRPO) or ``rounds``: the first round of the reference trainer's
-            planner, i.e. the exact posterior value of drawing from fresh priors
-            (pooled by ``prior_group_column``, offline ``pass_rate_column``, stale
-            evidence decayed toward the pool). TRL 1.16 generates once per step,
-            so here it is one-shot; see docs/trl.md.
+            stock GRPO) or ``rounds``: allocation in rounds within the step, from
+            fresh priors (pooled by ``prior_group_column``, offline
+            ``pass_rate_column``, stale evidence decayed toward the pool) and the
+            step's own pilot; see docs/trl.md.
         value: value model of ``rounds`` (``paper``, ``informative``, ``size``, ``coba``, ``grpo``).
+        rounds: generation rounds per step of ``rounds``: 2 (a pilot, then the rest
+            planned from its rewards) or 1 (one-shot from the priors).
+        pilot: rollouts per prompt in the pilot round (``rounds=2``).
+        oversample: ``rounds`` draws this many times the prompts of a uniform step
+            (``generation_batch_size / rollouts_per_prompt``) for the same rollouts.
         prior_group_column: dataset column pooling priors (e.g. a level or source).
         pass_rate_column: dataset column with an offline pass rate in [0, 1].
         prior_half_life: steps until a prompt's own evidence counts half (``rounds``).
@@ -174,7 +186,19 @@ class KnapsackGRPOConfig(GRPOConfig):
         default=None, metadata={"help": "Column with an offline pass rate in [0, 1] (rounds)."}
     )
     prior_half_life: float = field(
-        default=20.0, metadata={"help": "Steps until a prompt's own evidence counts half (rounds)."}
+        default=defaults.PRIOR_HALF_LIFE,
+        metadata={"help": "Steps until a prompt's own evidence counts half (rounds)."},
+    )
+    rounds: int = field(
+        default=defaults.ROUNDS,
+        metadata={"help": "Generation rounds per step of rounds: 2 (pilot, then the rest) or 1."},
+    )
+    pilot: int = field(
+        default=defaults.PILOT, metadata={"help": "Pilot rollouts per prompt (rounds=2)."}
+    )
+    oversample: int = field(
+        default=defaults.OVERSAMPLE,
+        metadata={"help": "rounds draws this many times a uniform step's prompts, same budget."},
     )
     rollouts_per_prompt: int | None = field(
         default=None,
@@ -240,7 +264,9 @@ class KnapsackGRPOConfig(GRPOConfig):
                 f"rollouts_per_prompt ({k}): each generation step draws "
                 f"generation_batch_size / rollouts_per_prompt prompts"
             )
-        if not 1 <= self.min_rollouts <= k <= self.max_rollouts:
+        if self.allocation_method == "rounds":
+            self._check_rounds(k)
+        elif not 1 <= self.min_rollouts <= k <= self.max_rollouts:
             raise ValueError(
                 f"the per-prompt budget cannot be met: need 1 <= min_rollouts ({self.min_rollouts}) "
                 f"<= rollouts_per_prompt ({k}) <= max_rollouts ({self.max_rollouts})"
@@ -250,6 +276,50 @@ class KnapsackGRPOConfig(GRPOConfig):
         # build them once so a bad setting fails here, not at the first generation step
         self.make_allocator()
         self.make_planner(self.make_tracker())
+
+    def _check_rounds(self, k: int) -> None:
+        for name in ("rounds", "pilot", "oversample"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.rounds > 2:
+            raise ValueError(
+                f"rounds={self.rounds}: the TRL adapter generates a step in 1 round (one-shot "
+                "from the priors) or 2 (a pilot, then the rest)"
+            )
+        if k % self.oversample:
+            raise ValueError(
+                f"rollouts_per_prompt ({k}) must be a multiple of oversample ({self.oversample}): "
+                f"a rounds step draws oversample x generation_batch_size / rollouts_per_prompt "
+                f"prompts for generation_batch_size ({self.generation_batch_size}) rollouts"
+            )
+        per_prompt = k // self.oversample
+        if not 1 <= self.min_rollouts <= per_prompt <= self.max_rollouts:
+            raise ValueError(
+                f"the per-prompt budget cannot be met: need 1 <= min_rollouts ({self.min_rollouts}) "
+                f"<= rollouts_per_prompt / oversample ({k} / {self.oversample}) "
+                f"<= max_rollouts ({self.max_rollouts})"
+            )
+        if self.rounds == 2:
+            pilot_rows = self.pilot * self.step_prompts
+            if self.pilot >= per_prompt:
+                raise ValueError(
+                    f"pilot ({self.pilot}) x {self.step_prompts} prompts uses the whole budget of "
+                    f"{self.generation_batch_size} rollouts, leaving nothing for the planned round; "
+                    f"use pilot < rollouts_per_prompt / oversample ({per_prompt})"
+                )
+            if pilot_rows % self.world_size:
+                raise ValueError(
+                    f"the pilot's {pilot_rows} rollouts (pilot {self.pilot} x {self.step_prompts} "
+                    f"prompts) must split evenly over the {self.world_size} processes"
+                )
+
+    @property
+    def step_prompts(self) -> int:
+        """Prompts a generation step draws: ``generation_batch_size / rollouts_per_prompt``,
+        times ``oversample`` for ``rounds``."""
+        m = self.generation_batch_size // self.rollouts_per_prompt
+        return m * self.oversample if self.allocation_method == "rounds" else m
 
     def make_allocator(self) -> Allocator:
         """The :class:`knapsack_rl.Allocator` these settings describe."""
@@ -268,12 +338,13 @@ class KnapsackGRPOConfig(GRPOConfig):
             raise ValueError(f"allocator_kwargs: {e}") from None
 
     def make_planner(self, tracker: Tracker) -> RoundPlanner | None:
-        """The one-round :class:`knapsack_rl.RoundPlanner` of ``rounds`` (None otherwise)."""
+        """The :class:`knapsack_rl.RoundPlanner` of ``rounds`` (None otherwise)."""
         if self.allocation_method != "rounds":
             return None
         return RoundPlanner(
             tracker,
-            rounds=1,
+            rounds=self.rounds,
+            pilot=self.pilot,
             min_rollouts=self.min_rollouts,
             max_rollouts=self.max_rollouts,
             value=self.value,
@@ -368,6 +439,32 @@ def _hash_prompt(prompt) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
+def _join(old, new):
+    """Concatenate one field of two ``GRPOTrainer._generate`` outputs (row lists, or None)."""
+    if old is None and new is None:
+        return None
+    if isinstance(old, dict):
+        return {key: _join(old.get(key), new.get(key)) for key in {**old, **new}}
+    return list(old or []) + list(new or [])
+
+
+def _interleave(first: torch.Tensor, second: torch.Tensor, nproc: int) -> torch.Tensor:
+    """Gathered rows of two rounds, each split evenly over ``nproc`` processes, in the
+    gathered order of one batch whose rows on each process are its round-1 rows, then its
+    round-2 rows."""
+    a = first.reshape(nproc, -1, *first.shape[1:])
+    b = second.reshape(nproc, -1, *second.shape[1:])
+    return torch.cat([a, b], dim=1).reshape(-1, *first.shape[1:])
+
+
+def _pilot_mask(pilot: np.ndarray, rollouts: np.ndarray, nproc: int) -> np.ndarray:
+    """(N,) bool: which gathered rows of a ``rounds`` step are pilot rows."""
+    p, n = int(pilot.sum()), int(rollouts.sum())
+    mask = np.zeros((nproc, n // nproc), dtype=bool)
+    mask[:, : p // nproc] = True
+    return mask.reshape(-1)
+
+
 class KnapsackGRPOTrainer(GRPOTrainer):
     """``trl.GRPOTrainer`` with a per-prompt rollout budget chosen at every generation step.
 
@@ -406,12 +503,15 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         self.allocation_history: deque = deque(maxlen=1000)
         self.last_allocation: Allocation | None = None
         self._knapsack_rewards: torch.Tensor | None = None
+        self._pilot: dict | None = None  # this process's pilot, during a rounds step
+        self._pilot_seconds = 0.0
 
     # ------------------------------------------------------------- sampling
     def get_train_dataloader(self):
-        """TRL's loader, with prompts repeated ``rollouts_per_prompt`` times per step."""
+        """TRL's loader, drawing ``args.step_prompts`` prompts per generation step."""
         saved = self.num_generations
-        self.num_generations = self.rollouts_per_prompt  # read by TRL's sampler / stream repeat
+        # read by TRL's sampler / stream repeat: each drawn prompt fills this many rows
+        self.num_generations = self.args.generation_batch_size // self.args.step_prompts
         try:
             return super().get_train_dataloader()
         finally:
@@ -438,25 +538,35 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             return str(pid)
         return pid.item() if isinstance(pid, np.generic) else pid
 
-    def allocate_rollouts(self, prompt_ids: list, rows: list | None = None) -> Allocation:
-        """Allocate ``len(prompt_ids) * rollouts_per_prompt`` rollouts from the tracker's estimates
-        (``rows``: one dataset row per prompt, for the prior columns of ``rounds``)."""
+    def allocate_rollouts(
+        self, prompt_ids: list, rows: list | None = None, budget: int | None = None
+    ) -> Allocation:
+        """Allocate ``budget`` rollouts (default ``len(prompt_ids) * rollouts_per_prompt``)
+        from the tracker's estimates, in one shot (``rows``: one dataset row per prompt, for
+        the prior columns of ``rounds``). With ``rounds=2`` this is the pilot."""
+        uniform_budget = len(prompt_ids) * self.rollouts_per_prompt
+        budget = uniform_budget if budget is None else int(budget)
         if self.planner is None:
             stats = self.tracker.stats(prompt_ids)
-            return self.allocator.allocate(stats, rollouts_per_prompt=self.rollouts_per_prompt)
+            if budget == uniform_budget:
+                return self.allocator.allocate(stats, rollouts_per_prompt=self.rollouts_per_prompt)
+            return self.allocator.allocate(stats, budget=budget)
         t0 = time.perf_counter()
         self._prior_columns(prompt_ids, rows or [])
-        counts = self.planner.start(prompt_ids, len(prompt_ids) * self.rollouts_per_prompt)
+        counts = self.planner.start(prompt_ids, budget)
+        return self._rounds_allocation(counts, time.perf_counter() - t0)
+
+    def _rounds_allocation(self, counts: np.ndarray, seconds: float) -> Allocation:
         a, b = self.planner.prior_a, self.planner.prior_b
         return Allocation(
-            rollouts=counts,
-            value=np.zeros(len(prompt_ids)),
+            rollouts=np.asarray(counts, dtype=np.int64),
+            value=np.zeros(len(counts)),
             objective=0.0,
             upper_bound=None,
             method="rounds",
             p=a / (a + b),
-            budget=int(counts.sum()),
-            seconds=time.perf_counter() - t0,
+            budget=int(np.sum(counts)),
+            seconds=seconds,
         )
 
     def _prior_columns(self, prompt_ids: list, rows: list) -> None:
@@ -481,6 +591,17 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             )
         return [r[col] for r in rows]
 
+    def _success_rewards(self, rpf: torch.Tensor) -> np.ndarray:
+        """(N,) rewards that decide success for the tracker (NaN where unscored)."""
+        weights = self.reward_weights.to(rpf.device)
+        if self.args.success_reward is not None:
+            r = rpf[:, self.reward_func_names.index(self.args.success_reward)]
+        else:
+            r = (rpf * weights.unsqueeze(0)).nansum(dim=1)
+            r[torch.isnan(rpf).all(dim=1)] = torch.nan
+        return r.detach().float().cpu().numpy()
+
+    # ------------------------------------------------------------ generation
     def _generate_single_turn(
         self, prompt_ids, images, multimodal_fields, num_generations, *a, **kw
     ):
@@ -492,20 +613,81 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             prompt_ids, images, multimodal_fields, num_generations, *a, **kw
         )
 
+    def _generate(self, prompts: list):
+        cache = self._pilot
+        if cache is None:
+            return super()._generate(prompts)
+        # rounds: the first rows of this process are its pilot, already generated
+        n = len(cache["rows"])
+        new = super()._generate(prompts[n:])
+        return tuple(_join(old, fresh) for old, fresh in zip(cache["generated"], new, strict=True))
+
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        out = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        cache = self._pilot
+        if cache is None:
+            out = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        else:  # score only the new rows; the pilot's rewards were computed in round 1
+            n = len(cache["rows"])
+            new = super()._calculate_rewards(
+                inputs[n:], prompts[n:], completions[n:], completion_ids_list[n:]
+            )
+            out = _interleave(cache["rewards"], new, self.accelerator.num_processes)
         self._knapsack_rewards = out  # (N, F), gathered over processes
         return out
+
+    def _pilot_round(self, rows: list, prompt_ids: list, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Round 1 of ``rounds``: generate and score the pilot, plan the rest of the step.
+
+        Returns ``(pilot, rest)``, the rollouts per prompt of each round, the same on
+        every process. Leaves this process's pilot (rows, generation, gathered rewards)
+        in ``self._pilot`` for :meth:`_generate` and :meth:`_calculate_rewards`.
+        """
+        acc = self.accelerator
+        nproc, rank = acc.num_processes, acc.process_index
+        if self.tools or self.rollout_func is not None or self.environment_factories is not None:
+            raise ValueError(
+                "allocation_method='rounds' with rounds=2 does not support tools, rollout_func or "
+                "environment_factory; use rounds=1"
+            )
+        if "image" in rows[0] or "images" in rows[0]:
+            raise ValueError("allocation_method='rounds' with rounds=2 does not support images")
+        t0 = time.perf_counter()
+        self._prior_columns(prompt_ids, rows[::k])
+        pilot = self.planner.start(prompt_ids, len(rows))
+        first = np.repeat(np.arange(len(prompt_ids)), pilot)
+        if len(first) % nproc:
+            raise RuntimeError(
+                f"a pilot of {len(first)} rollouts does not split over {nproc} processes"
+            )
+        per = len(first) // nproc
+        mine = [dict(rows[int(g) * k]) for g in first[rank * per : (rank + 1) * per]]
+        prompts = [r["prompt"] for r in mine]
+        generated = super()._generate(prompts)
+        rewards = super()._calculate_rewards(mine, prompts, generated[3], generated[1])
+        r = self._success_rewards(rewards)
+        ok = np.isfinite(r)
+        self.planner.record(first[ok], r[ok])
+        rest = self.planner.next_round()
+        payload = [None if rest is None else rest.tolist()]
+        if nproc > 1:  # the main process's plan, on every process
+            broadcast_object_list(payload, from_process=0)
+        rest = np.asarray(payload[0] or np.zeros(len(prompt_ids)), dtype=np.int64)
+        self._pilot = {"rows": mine, "generated": generated, "rewards": rewards}
+        self._pilot_seconds = time.perf_counter() - t0
+        return pilot, rest
 
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
         acc = self.accelerator
-        n_local = len(inputs)
-        rows = gather_object(list(inputs)) if acc.num_processes > 1 else list(inputs)
-        k = self.rollouts_per_prompt
-        if len(rows) % k:
-            raise RuntimeError(f"generation batch of {len(rows)} rows is not a multiple of {k}")
+        nproc, rank, n_local = acc.num_processes, acc.process_index, len(inputs)
+        rows = gather_object(list(inputs)) if nproc > 1 else list(inputs)
+        k = len(rows) // self.args.step_prompts
+        if len(rows) % self.args.step_prompts:
+            raise RuntimeError(
+                f"generation batch of {len(rows)} rows is not a multiple of "
+                f"{self.args.step_prompts} prompts"
+            )
         ids = [self.prompt_id(r) for r in rows]
         prompt_ids = ids[::k]
         for g, pid in enumerate(prompt_ids):
@@ -515,53 +697,74 @@ class KnapsackGRPOTrainer(GRPOTrainer):
                     "prompt; KnapsackGRPOTrainer needs TRL's RepeatSampler order (custom samplers or "
                     "datasets that change rows between processes are not supported)"
                 )
-        payload = [None]
-        if acc.is_main_process:
-            extra = () if self.planner is None else (rows[::k],)  # prior columns of rounds
-            self.last_allocation = self.allocate_rollouts(prompt_ids, *extra)
-            payload = [self.last_allocation.rollouts.tolist()]
-        elif self.planner is not None:  # keep the planner's state the same on every process
-            self.allocate_rollouts(prompt_ids, rows[::k])
-        if acc.num_processes > 1:
-            broadcast_object_list(payload, from_process=0)
-        rollouts = np.asarray(payload[0], dtype=np.int64)
-        if int(rollouts.sum()) != len(rows):
+        in_rounds = self.planner is not None and self.planner.rounds >= 2
+        pilot = None
+        if in_rounds:
+            pilot, rest = self._pilot_round(rows, prompt_ids, k)
+            rollouts = pilot + rest
+            parts = []
+            for counts in (pilot, rest):  # each round split evenly over the processes
+                g = np.repeat(np.arange(len(prompt_ids)), counts)
+                if len(g) % nproc:
+                    raise RuntimeError(
+                        f"a round of {len(g)} rollouts does not split over {nproc} processes"
+                    )
+                parts.append(g.reshape(nproc, -1))
+            group = np.concatenate(parts, axis=1).reshape(-1)  # gathered order: rank by rank
+            if acc.is_main_process:
+                self.last_allocation = self._rounds_allocation(rollouts, self._pilot_seconds)
+        else:
+            payload = [None]
+            # rounds=1: the prior columns, and the budget of the oversampled prompts
+            kw = {} if self.planner is None else {"rows": rows[::k], "budget": len(rows)}
+            if acc.is_main_process:
+                self.last_allocation = self.allocate_rollouts(prompt_ids, **kw)
+                payload = [self.last_allocation.rollouts.tolist()]
+            elif self.planner is not None:  # keep the planner's state the same on every process
+                self.allocate_rollouts(prompt_ids, **kw)
+            if nproc > 1:
+                broadcast_object_list(payload, from_process=0)
+            rollouts = np.asarray(payload[0], dtype=np.int64)
+            group = np.repeat(np.arange(len(prompt_ids)), rollouts)
+        if int(rollouts.sum()) != len(rows) or len(group) != len(rows):
             raise RuntimeError(f"allocation spends {rollouts.sum()} rollouts, expected {len(rows)}")
-        group = np.repeat(np.arange(len(prompt_ids)), rollouts)
-        start = acc.process_index * n_local
+        start = rank * n_local
         local = [dict(rows[int(g) * k]) for g in group[start : start + n_local]]
 
         self._knapsack_rewards = None
-        output = super()._generate_and_score_completions(local)
+        try:
+            output = super()._generate_and_score_completions(local)
+        finally:
+            self._pilot = None
         rpf = self._knapsack_rewards
-        weights = self.reward_weights.to(rpf.device)
-        adv = grouped_advantages(
-            rpf,
-            weights,
+        order = np.argsort(group, kind="stable")  # groups consecutive, as grouped_advantages needs
+        adv_sorted = grouped_advantages(
+            rpf[torch.as_tensor(order, device=rpf.device)],
+            self.reward_weights.to(rpf.device),
             rollouts,
             scale_rewards=self.scale_rewards,
             multi_objective_aggregation=self.multi_objective_aggregation,
             # equal groups (always under uniform): TRL's advantages exactly, as stock GRPOTrainer
             clip=self.args.advantage_clip if len(set(rollouts.tolist())) > 1 else None,
         )
+        adv = torch.empty_like(adv_sorted)
+        adv[torch.as_tensor(order, device=adv.device)] = adv_sorted
         output["advantages"] = adv[start : start + n_local].to(output["advantages"])
         self._logs["advantages"].clear()
         self._logs["advantages"].extend(adv.tolist())
 
         # tracker update and metrics, on the gathered rewards (identical on every process)
-        if self.args.success_reward is not None:
-            r = rpf[:, self.reward_func_names.index(self.args.success_reward)]
-        else:
-            r = (rpf * weights.unsqueeze(0)).nansum(dim=1)
-            r[torch.isnan(rpf).all(dim=1)] = torch.nan
-        r = r.detach().float().cpu().numpy()
+        r = self._success_rewards(rpf)
         ok = np.isfinite(r)
         if self.planner is None:
             self.tracker.update([prompt_ids[g] for g in group[ok]], r[ok])
         else:  # the planner updates the tracker and stamps the prompts as seen
+            if in_rounds:  # the pilot was recorded in round 1
+                ok &= ~_pilot_mask(pilot, rollouts, nproc)
             self.planner.record(group[ok], r[ok])
             self.planner.finish()
 
+        weights = self.reward_weights.to(rpf.device)
         total = (rpf * weights.unsqueeze(0)).nansum(dim=1)
         scored = ~torch.isnan(rpf).all(dim=1)
         total, keep = total[scored].float().cpu().numpy(), scored.cpu().numpy()
@@ -572,13 +775,11 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         for key, value in allocation_stats(rollouts).items():
             if key.startswith("rollouts_per_prompt/"):
                 metrics[key].append(value)
-        self.allocation_history.append(
-            {
-                "step": int(self.state.global_step),
-                "prompt_ids": list(prompt_ids),
-                "rollouts": rollouts,
-            }
-        )
+        record = {"step": int(self.state.global_step), "prompt_ids": list(prompt_ids)}
+        record["rollouts"] = rollouts
+        if pilot is not None:
+            record["pilot"] = pilot
+        self.allocation_history.append(record)
         return output
 
     # ---------------------------------------------------------- checkpoints
