@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -152,6 +153,35 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
+    max_new = 4  # answers have at most 3 characters, then a newline
+    try:  # a setting that cannot work fails here, before the model loads
+        args = KnapsackGRPOConfig(
+            output_dir=a.output_dir,
+            allocation_method=a.method,
+            prior_group_column="level" if a.method == "rounds" else None,  # priors pooled by level
+            remove_unused_columns=False,  # keep id and level for the tracker and the priors
+            tracker=a.tracker,
+            rollouts_per_prompt=a.rollouts,
+            num_generations=a.rollouts,
+            min_rollouts=2,
+            max_rollouts=max(a.max_rollouts, a.rollouts),
+            per_device_train_batch_size=a.prompts * a.rollouts,
+            max_completion_length=max_new,
+            temperature=1.0,
+            learning_rate=a.lr,
+            beta=0.0,
+            gradient_checkpointing=False,  # TRL defaults to True; a 135M model does not need it
+            max_steps=a.steps,
+            logging_steps=1,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            disable_tqdm=True,
+            seed=a.seed,
+        )
+    except ValueError as e:
+        print(f"trl_arithmetic: error: {e}", file=sys.stderr)
+        return 2
 
     t0 = time.perf_counter()
     if a.tiny:
@@ -170,33 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         digits=(1, 1, 2), terms=(2, 2, 2), operators=("+", "+-", "+"), seed=a.seed
     )
     train, test = task.examples(a.train_size, "train"), task.examples(a.eval_size, "test")
-    max_new = 4  # answers have at most 3 characters, then a newline
 
     before = greedy_accuracy(model, tok, test, max_new) if a.eval_size else {}
-    args = KnapsackGRPOConfig(
-        output_dir=a.output_dir,
-        allocation_method=a.method,
-        prior_group_column="level" if a.method == "rounds" else None,  # priors pooled by level
-        remove_unused_columns=False,  # keep id and level for the tracker and the priors
-        tracker=a.tracker,
-        rollouts_per_prompt=a.rollouts,
-        num_generations=a.rollouts,
-        min_rollouts=2,
-        max_rollouts=max(a.max_rollouts, a.rollouts),
-        per_device_train_batch_size=a.prompts * a.rollouts,
-        max_completion_length=max_new,
-        temperature=1.0,
-        learning_rate=a.lr,
-        beta=0.0,
-        gradient_checkpointing=False,  # TRL defaults to True; a 135M model does not need it
-        max_steps=a.steps,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
-        seed=a.seed,
-    )
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.json", args.to_json_string())

@@ -626,6 +626,17 @@ def test_example_script_tiny(tmp_path, capsys):
         assert len(set(ids)) == len(ids) == len(n) and sum(n) == 32 and min(n) >= 2
     assert json.loads((out / "config.json").read_text())["allocation_method"] == "knapsack"
     assert "greedy accuracy" in capsys.readouterr().out
+    # rounds: 8 prompts a step, a pilot of 2 each, then 16 planned rollouts
+    assert mod.main([*argv, "--method", "rounds", "--output-dir", str(tmp_path / "r")]) == 0
+    for rec in map(json.loads, (tmp_path / "r" / "allocations.jsonl").read_text().splitlines()):
+        assert (
+            len(rec["prompt_ids"]) == 8 and rec["pilot"] == [2] * 8 and sum(rec["rollouts"]) == 32
+        )
+    # a setting that cannot work: one line naming it, exit 2, before the model loads
+    capsys.readouterr()
+    assert mod.main(["--tiny", "--method", "rounds", "--prompts", "8", "--rollouts", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trl_arithmetic: error:") and "pilot" in err and "Traceback" not in err
 
 
 def _two_process_main(output_dir: str) -> None:
