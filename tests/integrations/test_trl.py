@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from knapsack_rl import allocate_round  # noqa: E402
 from knapsack_rl.integrations.trl import (  # noqa: E402
+    PLANNER_FILE,
     TRACKER_FILE,
     KnapsackGRPOConfig,
     KnapsackGRPOTrainer,
@@ -404,12 +406,16 @@ def test_rounds_pilot_then_planned_rest(tmp_path):
     assert tr.last_allocation.rollouts.tolist() == rollouts.tolist()
 
 
-def test_rounds_trains(tmp_path):
-    """Two real training steps with rounds=2 (sampler draws 8 prompts per step)."""
+@pytest.mark.parametrize("steps_per_generation", [1, 2])
+def test_rounds_trains(tmp_path, steps_per_generation):
+    """Real training with rounds=2: each generation step draws 8 prompts and spends 32
+    rollouts; with steps_per_generation=2 one generation feeds two optimizer steps."""
     reward = ByPrompt()
-    tr = rounds_trainer(tmp_path, reward)
+    s = steps_per_generation
+    kw = dict(per_device_train_batch_size=32 // s, steps_per_generation=s, max_steps=2 * s)
+    tr = rounds_trainer(tmp_path, reward, **kw)
     tr.train()
-    assert tr.state.global_step == 2 and len(tr.allocation_history) == 2
+    assert tr.state.global_step == 2 * s and len(tr.allocation_history) == 2
     for h in tr.allocation_history:
         assert len(set(h["prompt_ids"])) == 8 and h["rollouts"].sum() == 32
         assert h["pilot"].sum() == 16
@@ -559,6 +565,33 @@ def test_checkpoint_resume_restores_tracker(tmp_path):
     (tmp_path / "stock-ckpt").mkdir()
     with pytest.warns(UserWarning, match="fresh 'beta' tracker"):
         c.load_tracker_from_checkpoint(str(tmp_path / "stock-ckpt"))
+
+
+def test_rounds_checkpoint_restores_planner(tmp_path):
+    """rounds: the planner's priors and step are saved with the tracker and restored on resume,
+    and the planner uses the restored tracker."""
+    kw = dict(save_strategy="steps", save_steps=2, max_steps=3, prior_group_column="id")
+    a = rounds_trainer(tmp_path, Recorder(), remove_unused_columns=False, **kw)
+    a.train()
+    ckpt = tmp_path / "run" / "checkpoint-2"
+    saved = json.loads((ckpt / PLANNER_FILE).read_text())
+    assert saved["step"] == 2
+
+    b = rounds_trainer(tmp_path, Recorder(), remove_unused_columns=False, **kw)
+    seen = []
+    orig = b._pilot_round
+
+    def spy(rows, prompt_ids, k):
+        if not seen:  # planner state at the first generation after resuming
+            seen.append((b.planner.step, b.planner.tracker is b.tracker, b.planner.state_dict()))
+        return orig(rows, prompt_ids, k)
+
+    b._pilot_round = spy
+    b.train(resume_from_checkpoint=str(ckpt))
+    step, same, state = seen[0]
+    assert step == 2 and same
+    assert json.loads(json.dumps(state)) == saved
+    assert b.tracker.stats(["p0"]).attempts[0] > 0  # the checkpoint's evidence, then step 3's
 
 
 def test_clear_errors(tmp_path):

@@ -56,6 +56,7 @@ import numpy as np
 from knapsack_rl import defaults
 from knapsack_rl.allocation import METHODS, Allocation, Allocator
 from knapsack_rl.allocation.rounds import VALUES
+from knapsack_rl.atomic import atomic_write_text
 from knapsack_rl.metrics import allocation_stats, effective_gradient_ratio, frac_reward_zero_std
 from knapsack_rl.tracking import TRACKERS, Tracker, load_tracker, make_tracker
 from knapsack_rl.tracking.planner import RoundPlanner
@@ -66,6 +67,9 @@ SUPPORTED_TRL = (">=1.16", "<1.17")
 
 TRACKER_FILE = "knapsack_tracker.npz"
 """Name of the tracker state file inside each TRL checkpoint folder."""
+
+PLANNER_FILE = "knapsack_planner.json"
+"""``rounds``: name of the planner state file (priors, last visits) in each checkpoint folder."""
 
 
 def _check_trl_version(version: str) -> None:
@@ -101,6 +105,7 @@ __all__ = [
     "grouped_advantages",
     "SUPPORTED_TRL",
     "TRACKER_FILE",
+    "PLANNER_FILE",
 ]
 
 
@@ -789,6 +794,11 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             path = os.path.join(self._get_output_dir(trial=trial), folder, TRACKER_FILE)
             self.tracker.save(path)  # atomic
+            if self.planner is not None:  # rounds: the priors' state (pools, last visits)
+                atomic_write_text(
+                    os.path.join(os.path.dirname(path), PLANNER_FILE),
+                    json.dumps(self.planner.state_dict()),
+                )
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -796,7 +806,8 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             self.load_tracker_from_checkpoint(checkpoint)
 
     def load_tracker_from_checkpoint(self, checkpoint: str) -> None:
-        """Restore the tracker saved in a checkpoint folder (done by ``train(resume_from_checkpoint=)``).
+        """Restore the tracker (and, for ``rounds``, the planner's priors) saved in a checkpoint
+        folder; done by ``train(resume_from_checkpoint=)``.
 
         Warns and keeps the current tracker when the folder has none; raises
         ValueError when its tracker kind differs from the config's.
@@ -816,3 +827,9 @@ class KnapsackGRPOTrainer(GRPOTrainer):
                 f"tracker={self.tracker.kind!r}"
             )
         self.tracker = tracker
+        if self.planner is not None:
+            self.planner.tracker = tracker
+            planner_path = os.path.join(checkpoint, PLANNER_FILE)
+            if os.path.exists(planner_path):
+                with open(planner_path, encoding="utf-8") as f:
+                    self.planner.load_state_dict(json.load(f))
