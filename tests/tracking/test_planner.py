@@ -91,3 +91,20 @@ def test_pools_are_kept_apart_by_key_not_by_hash():
     a, b = pm.priors(["a3", "b3"], [0, 0], [0, 0], step=0, known=known)
     mean = a / (a + b)  # unseen prompts: their own pool's prior
     assert mean[0] > 0.7 and mean[1] < 0.3
+
+
+def test_planner_save_and_load_round_trip(tmp_path):
+    """save/load keep the step and the priors (pools, last visits); a missing file is False."""
+    tr = make_tracker("beta")
+    p = RoundPlanner(tr, rounds=2, pilot=2)
+    p.priors.set_groups(["a", "b"], [0, 1])
+    p.start(["a", "b"], budget=8)
+    p.record([0, 0, 1, 1], [1, 0, 0, 0])
+    p.finish()
+    path = tmp_path / "planner.json"
+    p.save(path)
+    q = RoundPlanner(tr, rounds=2, pilot=2)
+    assert not q.load(tmp_path / "missing.json") and q.step == 0
+    assert q.load(path)
+    assert q.step == 1 and q.state_dict() == p.state_dict()
+    assert not list(tmp_path.glob("*.tmp*"))  # written atomically, no temp file left

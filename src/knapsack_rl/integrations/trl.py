@@ -56,7 +56,6 @@ import numpy as np
 from knapsack_rl import defaults
 from knapsack_rl.allocation import METHODS, Allocation, Allocator
 from knapsack_rl.allocation.rounds import VALUES
-from knapsack_rl.atomic import atomic_write_text
 from knapsack_rl.metrics import allocation_stats, effective_gradient_ratio, frac_reward_zero_std
 from knapsack_rl.tracking import TRACKERS, Tracker, load_tracker, make_tracker
 from knapsack_rl.tracking.planner import RoundPlanner
@@ -795,10 +794,7 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             path = os.path.join(self._get_output_dir(trial=trial), folder, TRACKER_FILE)
             self.tracker.save(path)  # atomic
             if self.planner is not None:  # rounds: the priors' state (pools, last visits)
-                atomic_write_text(
-                    os.path.join(os.path.dirname(path), PLANNER_FILE),
-                    json.dumps(self.planner.state_dict()),
-                )
+                self.planner.save(os.path.join(os.path.dirname(path), PLANNER_FILE))
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -829,7 +825,4 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         self.tracker = tracker
         if self.planner is not None:
             self.planner.tracker = tracker
-            planner_path = os.path.join(checkpoint, PLANNER_FILE)
-            if os.path.exists(planner_path):
-                with open(planner_path, encoding="utf-8") as f:
-                    self.planner.load_state_dict(json.load(f))
+            self.planner.load(os.path.join(checkpoint, PLANNER_FILE))

@@ -39,7 +39,6 @@ at start-up, before any worker is created.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -53,7 +52,6 @@ import numpy as np
 from knapsack_rl import Allocator, defaults
 from knapsack_rl.allocation import METHODS
 from knapsack_rl.allocation.rounds import VALUES
-from knapsack_rl.atomic import atomic_write_text
 from knapsack_rl.metrics import allocation_stats, effective_gradient_ratio
 from knapsack_rl.tracking import TRACKERS, Tracker, load_tracker, make_tracker
 from knapsack_rl.tracking.planner import RoundPlanner
@@ -384,9 +382,7 @@ class KnapsackState:
         path = os.path.join(folder, TRACKER_FILE)
         self.tracker.save(path)
         if self.planner is not None:
-            atomic_write_text(
-                os.path.join(folder, PLANNER_FILE), json.dumps(self.planner.state_dict())
-            )
+            self.planner.save(os.path.join(folder, PLANNER_FILE))
         return path
 
     def load(self, folder: str) -> bool:
@@ -401,10 +397,7 @@ class KnapsackState:
         self.tracker = tracker
         if self.planner is not None:
             self.planner.tracker = tracker
-            planner_path = os.path.join(folder, PLANNER_FILE)
-            if os.path.exists(planner_path):
-                with open(planner_path, encoding="utf-8") as f:
-                    self.planner.load_state_dict(json.load(f))
+            self.planner.load(os.path.join(folder, PLANNER_FILE))
         return True
 
 

@@ -22,6 +22,8 @@ the reference trainer (BENCHMARKS.md).
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Hashable, Sequence
 
 import numpy as np
@@ -192,3 +194,17 @@ class RoundPlanner:
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
         self.priors = PriorModel.from_state_dict(state["priors"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write :meth:`state_dict` to ``path`` as JSON, atomically."""
+        from knapsack_rl.atomic import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.state_dict()))
+
+    def load(self, path: str | os.PathLike) -> bool:
+        """Restore the state saved by :meth:`save`; False (state unchanged) if ``path`` is absent."""
+        if not os.path.exists(path):
+            return False
+        with open(path, encoding="utf-8") as f:
+            self.load_state_dict(json.load(f))
+        return True
