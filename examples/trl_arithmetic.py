@@ -142,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompts", type=int, default=4, help="prompts per uniform generation step")
     ap.add_argument("--rollouts", type=int, default=8, help="rollouts per prompt of a uniform step")
     ap.add_argument("--max-rollouts", type=int, default=16)
+    ap.add_argument(
+        "--oversample", type=int, default=None, help="rounds: prompts per uniform prompt (2)"
+    )
+    ap.add_argument("--value", default=None, help="rounds: value model (grpo)")
     ap.add_argument("--train-size", type=int, default=16, help="training prompts (cycled)")
     ap.add_argument("--eval-size", type=int, default=48, help="test prompts for greedy accuracy")
     ap.add_argument("--lr", type=float, default=2e-5)
@@ -158,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         args = KnapsackGRPOConfig(
             output_dir=a.output_dir,
             allocation_method=a.method,
+            **{
+                k: v for k, v in (("oversample", a.oversample), ("value", a.value)) if v is not None
+            },
             prior_group_column="level" if a.method == "rounds" else None,  # priors pooled by level
             remove_unused_columns=False,  # keep id and level for the tracker and the priors
             tracker=a.tracker,
