@@ -665,6 +665,11 @@ def test_example_script_tiny(tmp_path, capsys):
         assert (
             len(rec["prompt_ids"]) == 8 and rec["pilot"] == [2] * 8 and sum(rec["rollouts"]) == 32
         )
+    # --oversample 1: rounds on the uniform step's own 4 prompts
+    argv1 = [*argv, "--method", "rounds", "--oversample", "1", "--output-dir", str(tmp_path / "o")]
+    assert mod.main(argv1) == 0
+    rec = json.loads((tmp_path / "o" / "allocations.jsonl").read_text().splitlines()[0])
+    assert len(rec["prompt_ids"]) == 4 and sum(rec["rollouts"]) == 32
     # a setting that cannot work: one line naming it, exit 2, before the model loads
     capsys.readouterr()
     assert mod.main(["--tiny", "--method", "rounds", "--prompts", "8", "--rollouts", "4"]) == 2
