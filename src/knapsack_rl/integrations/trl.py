@@ -666,8 +666,9 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         per = len(first) // nproc
         mine = [dict(rows[int(g) * k]) for g in first[rank * per : (rank + 1) * per]]
         prompts = [r["prompt"] for r in mine]
-        generated = super()._generate(prompts)
-        rewards = super()._calculate_rewards(mine, prompts, generated[3], generated[1])
+        generated = super()._generate(prompts)  # (prompt_ids, completion_ids, tool_mask,
+        completion_ids, completions = generated[1], generated[3]  # completions, logprobs, ...)
+        rewards = super()._calculate_rewards(mine, prompts, completions, completion_ids)
         r = self._success_rewards(rewards)
         ok = np.isfinite(r)
         self.planner.record(first[ok], r[ok])
