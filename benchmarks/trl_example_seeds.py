@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from knapsack_rl.training.demo import _mean_se
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "trl_arithmetic.py"
 METHODS = ("uniform", "rounds")
 
@@ -46,10 +48,10 @@ def summarise(out: Path) -> dict:
             }
         )
     d = np.array([x["rounds"] - x["uniform"] for x in rows])
-    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+    diff, se = _mean_se(d)
     return {
         "rows": rows,
-        "diff": float(d.mean()) if d.size else float("nan"),
+        "diff": diff,
         "se": se,
         "above": int((d > 0).sum()),
         "ties": int((d == 0).sum()),

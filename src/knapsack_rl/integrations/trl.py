@@ -508,7 +508,6 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         self.last_allocation: Allocation | None = None
         self._knapsack_rewards: torch.Tensor | None = None
         self._pilot: dict | None = None  # this process's pilot, during a rounds step
-        self._pilot_seconds = 0.0
 
     # ------------------------------------------------------------- sampling
     def get_train_dataloader(self):
@@ -655,7 +654,6 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             )
         if "image" in rows[0] or "images" in rows[0]:
             raise ValueError("allocation_method='rounds' with rounds=2 does not support images")
-        t0 = time.perf_counter()
         self._prior_columns(prompt_ids, rows[::k])
         pilot = self.planner.start(prompt_ids, len(rows))
         first = np.repeat(np.arange(len(prompt_ids)), pilot)
@@ -678,7 +676,6 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             broadcast_object_list(payload, from_process=0)
         rest = np.asarray(payload[0] or np.zeros(len(prompt_ids)), dtype=np.int64)
         self._pilot = {"rows": mine, "generated": generated, "rewards": rewards}
-        self._pilot_seconds = time.perf_counter() - t0
         return pilot, rest
 
     def _generate_and_score_completions(self, inputs):
@@ -705,7 +702,9 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         in_rounds = self.planner is not None and self.planner.rounds >= 2
         pilot = None
         if in_rounds:
+            t0 = time.perf_counter()
             pilot, rest = self._pilot_round(rows, prompt_ids, k)
+            seconds = time.perf_counter() - t0  # the pilot's generation, scoring and planning
             rollouts = pilot + rest
             parts = []
             for counts in (pilot, rest):  # each round split evenly over the processes
@@ -717,7 +716,7 @@ class KnapsackGRPOTrainer(GRPOTrainer):
                 parts.append(g.reshape(nproc, -1))
             group = np.concatenate(parts, axis=1).reshape(-1)  # gathered order: rank by rank
             if acc.is_main_process:
-                self.last_allocation = self._rounds_allocation(rollouts, self._pilot_seconds)
+                self.last_allocation = self._rounds_allocation(rollouts, seconds)
         else:
             payload = [None]
             # rounds=1: the prior columns, and the budget of the oversampled prompts
