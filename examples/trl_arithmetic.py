@@ -15,7 +15,9 @@ and others rarely: the allocation gives the uncertain ones more rollouts.
 The reward is ``exact_match_reward`` (first line of the completion equals the
 answer). The script prints greedy accuracy per level before and after
 training and a line per step, and writes ``config.json``, ``allocations.jsonl`` and
-``results.json`` (accuracy before and after, training seconds) to the output folder.
+``results.json`` (accuracy before and after, training seconds, and per step the mean
+reward and the effective-gradient ratio) to the output folder; each line of
+``allocations.jsonl`` holds a step's prompt ids, rollouts and successes.
 """
 
 from __future__ import annotations
@@ -251,6 +253,14 @@ def main(argv: list[str] | None = None) -> int:
         "train_seconds": seconds,
         "greedy_before": {str(lv): v for lv, v in before.items()},
         "greedy_after": {str(lv): v for lv, v in after.items()},
+        "log": [  # per optimizer step: mean reward and the share of informative rollouts
+            {
+                k: log[k]
+                for k in ("step", "reward", "effective_gradient_ratio", "frac_reward_zero_std")
+            }
+            for log in trainer.state.log_history
+            if "reward" in log
+        ],
     }
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     print(f"wrote {out / 'config.json'}, {out / 'allocations.jsonl'} and {out / 'results.json'}")

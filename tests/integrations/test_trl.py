@@ -399,6 +399,11 @@ def test_rounds_pilot_then_planned_rest(tmp_path):
     expected = np.empty(32)
     expected[order] = hand_advantages(rewards[order], rollouts)
     np.testing.assert_allclose(out["advantages"].numpy(), expected, atol=1e-5)
+    # the history keeps each group's successes, in all and in the pilot
+    np.testing.assert_allclose(h["successes"], np.bincount(group, weights=rewards, minlength=8))
+    np.testing.assert_allclose(
+        h["pilot_successes"], np.bincount(group[:16], weights=rewards[:16], minlength=8)
+    )
     # the tracker saw every rollout once
     st = tr.tracker.stats([f"p{i}" for i in range(8)])
     np.testing.assert_allclose(st.attempts, rollouts)

@@ -480,7 +480,9 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         tracker: the per-prompt success tracker (saved with checkpoints).
         rollouts_per_prompt: the average rollouts per prompt (budget).
         allocation_history: the last 1000 training allocations, each
-            ``{"step", "prompt_ids", "rollouts"}`` (``rollouts`` int64 (M,)).
+            ``{"step", "prompt_ids", "rollouts", "successes"}`` (``rollouts`` int64
+            (M,); ``successes`` float (M,), the sum of each group's success rewards);
+            with ``rounds=2`` also ``pilot`` and ``pilot_successes``, the first round's.
         last_allocation: the :class:`knapsack_rl.Allocation` of the last
             training generation step (main process; None on others).
     """
@@ -760,6 +762,12 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         # tracker update and metrics, on the gathered rewards (identical on every process)
         r = self._success_rewards(rpf)
         ok = np.isfinite(r)
+        m = len(prompt_ids)
+        successes = np.bincount(group[ok], weights=r[ok], minlength=m)
+        pilot_successes = None
+        if in_rounds:
+            in_pilot = ok & _pilot_mask(pilot, rollouts, nproc)
+            pilot_successes = np.bincount(group[in_pilot], weights=r[in_pilot], minlength=m)
         if self.planner is None:
             self.tracker.update([prompt_ids[g] for g in group[ok]], r[ok])
         else:  # the planner updates the tracker and stamps the prompts as seen
@@ -781,8 +789,10 @@ class KnapsackGRPOTrainer(GRPOTrainer):
                 metrics[key].append(value)
         record = {"step": int(self.state.global_step), "prompt_ids": list(prompt_ids)}
         record["rollouts"] = rollouts
+        record["successes"] = successes
         if pilot is not None:
             record["pilot"] = pilot
+            record["pilot_successes"] = pilot_successes
         self.allocation_history.append(record)
         return output
 
