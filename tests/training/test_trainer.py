@@ -86,6 +86,8 @@ def test_rounds_oversample_draws_more_prompts_at_the_same_budget(tmp_path):
     # 8 distinct prompts a step, piloted with 2 each, then the last 4 rollouts planned
     assert all(len(set(x["ids"])) == 8 and sum(x["rollouts"]) == 20 for x in a)
     assert all(min(x["rollouts"]) >= 2 for x in a)
+    assert all(x["pilot"] == [2] * 8 for x in a)  # the first round, logged with its successes
+    assert all(0 <= ps <= s for x in a for ps, s in zip(x["pilot_successes"], x["successes"]))
     assert all(x["rollouts"] == 20 and x["rounds"] == 2 for x in m)
     with pytest.raises(ConfigError, match="leaving nothing for later rounds"):
         cfg.replace(rollouts_per_prompt=4).validate()

@@ -294,6 +294,13 @@ class Trainer:
             "rollouts": counts.tolist(),
             "successes": succ.astype(int).tolist(),
         }
+        if len(parts) > 1:  # rounds: the pilot's counts and successes
+            pilot = parts[0]
+            won = (pilot.rewards >= cfg.success_threshold).astype(float)
+            arec["pilot"] = np.bincount(pilot.group, minlength=len(idx)).tolist()
+            arec["pilot_successes"] = (
+                np.bincount(pilot.group, weights=won, minlength=len(idx)).astype(int).tolist()
+            )
         return rec, arec
 
     def _rollout(self, idx: list[int], counts: np.ndarray):
