@@ -13,6 +13,7 @@ from knapsack_rl.metrics import (
     frac_reward_zero_std,
     group_advantages,
     group_index,
+    pilot_stats,
     step_metrics,
 )
 
@@ -93,3 +94,15 @@ def test_allocation_stats_and_step_metrics():
     assert m["frac_reward_zero_std"] == pytest.approx(0.5)
     assert m["rollouts_per_prompt/max"] == 4.0 and m["rollouts_per_prompt/min"] == 1.0
     assert m["prompts"] == 4 and m["rollouts"] == 10
+
+
+def test_pilot_stats_by_hand():
+    # 4 prompts piloted with 2: all correct, mixed, all wrong, all correct; the rest 2, 3, 0, 1
+    out = pilot_stats([2, 2, 2, 2], [2, 1, 0, 2], [4, 5, 2, 3])
+    assert out["rounds/pilot_all_correct"] == 0.5
+    assert out["rounds/pilot_all_wrong"] == 0.25
+    assert out["rounds/rest_to_tied"] == 3 / 6  # 2 + 0 + 1 of the 6 later rollouts
+    # prompts left out of the pilot do not count; no later rollouts gives 0
+    out = pilot_stats([0, 2], [0, 1], [2, 2])
+    assert out["rounds/pilot_all_correct"] == 0 and out["rounds/pilot_all_wrong"] == 0
+    assert out["rounds/rest_to_tied"] == 0.0

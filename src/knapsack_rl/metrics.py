@@ -19,6 +19,7 @@ __all__ = [
     "effective_gradient_ratio",
     "frac_reward_zero_std",
     "allocation_stats",
+    "pilot_stats",
     "step_metrics",
 ]
 
@@ -130,6 +131,34 @@ def allocation_stats(rollouts) -> dict[str, float]:
         "prompts": int(r.size),
         "prompts_covered": int((r > 0).sum()),
         "rollouts": int(r.sum()),
+    }
+
+
+def pilot_stats(pilot, pilot_successes, rollouts) -> dict[str, float]:
+    """Where a step in rounds found ties, and where it spent the rest.
+
+    Args:
+        pilot: (M,) first-round rollouts per prompt.
+        pilot_successes: (M,) successes among them.
+        rollouts: (M,) rollouts per prompt over all rounds.
+    Returns:
+        ``rounds/pilot_all_correct`` and ``rounds/pilot_all_wrong``: shares of the piloted
+        prompts whose pilot rewards were all successes, or all failures;
+        ``rounds/rest_to_tied``: share of the later rounds' rollouts that went to those
+        tied prompts (they stay uninformative unless a later rollout breaks the tie).
+    """
+    n = np.asarray(pilot, dtype=np.float64).reshape(-1)
+    s = np.asarray(pilot_successes, dtype=np.float64).reshape(-1)
+    rest = np.asarray(rollouts, dtype=np.float64).reshape(-1) - n
+    drawn = n > 0
+    correct, wrong = drawn & (s >= n), drawn & (s <= 0)
+    k = max(int(drawn.sum()), 1)
+    return {
+        "rounds/pilot_all_correct": float(correct.sum() / k),
+        "rounds/pilot_all_wrong": float(wrong.sum() / k),
+        "rounds/rest_to_tied": float(rest[correct | wrong].sum() / rest.sum())
+        if rest.sum()
+        else 0.0,
     }
 
 

@@ -409,6 +409,11 @@ def test_rounds_pilot_then_planned_rest(tmp_path):
     np.testing.assert_allclose(st.attempts, rollouts)
     assert tr.planner.step == 1 and tr._pilot is None
     assert tr.last_allocation.rollouts.tolist() == rollouts.tolist()
+    # logged: p4, p5 tie all correct, p6, p7 all wrong; the share of the rest they got
+    logged = tr._metrics["train"]
+    assert logged["rounds/pilot_all_correct"][-1] == 0.25
+    assert logged["rounds/pilot_all_wrong"][-1] == 0.25
+    assert logged["rounds/rest_to_tied"][-1] == rest[4:].sum() / 16
 
 
 @pytest.mark.parametrize("steps_per_generation", [1, 2])

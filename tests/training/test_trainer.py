@@ -89,6 +89,11 @@ def test_rounds_oversample_draws_more_prompts_at_the_same_budget(tmp_path):
     assert all(x["pilot"] == [2] * 8 for x in a)  # the first round, logged with its successes
     assert all(0 <= ps <= s for x in a for ps, s in zip(x["pilot_successes"], x["successes"]))
     assert all(x["rollouts"] == 20 and x["rounds"] == 2 for x in m)
+    for x, y in zip(m, a):  # the pilot's ties, and where the rest went, in metrics.jsonl
+        tied = [s in (0, n) for s, n in zip(y["pilot_successes"], y["pilot"])]
+        assert x["rounds/pilot_all_correct"] == np.mean([s == 2 for s in y["pilot_successes"]])
+        rest = np.subtract(y["rollouts"], y["pilot"])
+        assert x["rounds/rest_to_tied"] == pytest.approx(rest[tied].sum() / 4)
     with pytest.raises(ConfigError, match="leaving nothing for later rounds"):
         cfg.replace(rollouts_per_prompt=4).validate()
     with pytest.raises(ConfigError, match="oversample"):

@@ -56,7 +56,12 @@ import numpy as np
 from knapsack_rl import defaults
 from knapsack_rl.allocation import METHODS, Allocation, Allocator
 from knapsack_rl.allocation.rounds import VALUES
-from knapsack_rl.metrics import allocation_stats, effective_gradient_ratio, frac_reward_zero_std
+from knapsack_rl.metrics import (
+    allocation_stats,
+    effective_gradient_ratio,
+    frac_reward_zero_std,
+    pilot_stats,
+)
 from knapsack_rl.tracking import TRACKERS, Tracker, load_tracker, make_tracker
 from knapsack_rl.tracking.planner import RoundPlanner
 from knapsack_rl.tracking.priors import PriorModel
@@ -786,6 +791,9 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         metrics["effective_gradient_ratio"].append(effective_gradient_ratio(group[keep], total))
         for key, value in allocation_stats(rollouts).items():
             if key.startswith("rollouts_per_prompt/"):
+                metrics[key].append(value)
+        if in_rounds:
+            for key, value in pilot_stats(pilot, pilot_successes, rollouts).items():
                 metrics[key].append(value)
         record = {"step": int(self.state.global_step), "prompt_ids": list(prompt_ids)}
         record["rollouts"] = rollouts

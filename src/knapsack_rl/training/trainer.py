@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from knapsack_rl.metrics import step_metrics
+from knapsack_rl.metrics import pilot_stats, step_metrics
 from knapsack_rl.training.checkpoint import RunFolder, rng_state, save_checkpoint, set_rng_state
 from knapsack_rl.training.config import ConfigError, TrainConfig, TrainError
 from knapsack_rl.training.evaluate import evaluate
@@ -297,10 +297,10 @@ class Trainer:
         if len(parts) > 1:  # rounds: the pilot's counts and successes
             pilot = parts[0]
             won = (pilot.rewards >= cfg.success_threshold).astype(float)
-            arec["pilot"] = np.bincount(pilot.group, minlength=len(idx)).tolist()
-            arec["pilot_successes"] = (
-                np.bincount(pilot.group, weights=won, minlength=len(idx)).astype(int).tolist()
-            )
+            n1 = np.bincount(pilot.group, minlength=len(idx))
+            s1 = np.bincount(pilot.group, weights=won, minlength=len(idx)).astype(int)
+            arec["pilot"], arec["pilot_successes"] = n1.tolist(), s1.tolist()
+            rec.update(pilot_stats(n1, s1, counts))
         return rec, arec
 
     def _rollout(self, idx: list[int], counts: np.ndarray):
