@@ -60,8 +60,7 @@ VARIANTS: dict[str, tuple[dict, float | None]] = {
     "rounds-grpo-ov3": ({"method": "rounds", "value": "grpo", "pilot": 2, "oversample": 3}, 10.0),
     # after the pick, for information: the simulator's best value, with the same settings
     "rounds-coba-ov2": ({"method": "rounds", "value": "coba", "pilot": 2, "oversample": 2}, None),
-    # third selection (after the SmolLM2 runs): size credit 1, the limit of counting a
-    # group's size only when the group is informative (docs/method.md, "Rounds")
+    # after the SmolLM2 runs, for information: a smaller size credit (BENCHMARKS.md)
     "rounds-grpo-1-ov2": ({"method": "rounds", "value": "grpo", "pilot": 2, "oversample": 2}, 1.0),
 }
 LAST = 3

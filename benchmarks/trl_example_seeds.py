@@ -26,6 +26,12 @@ from knapsack_rl.training.demo import _mean_se
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "trl_arithmetic.py"
 METHODS = ("uniform", "rounds")
+#: runs the example (argv[2:]) with ``grpo``'s size weight set to argv[1]
+_WITH_SIZE_WEIGHT = (
+    "import runpy, sys; from knapsack_rl.allocation import rounds; "
+    "rounds._GRPO_SIZE_WEIGHT = float(sys.argv[1]); sys.argv = sys.argv[2:]; "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+)
 
 
 def mean_acc(res: dict, key: str) -> float:
@@ -133,6 +139,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/trl_example"))
     ap.add_argument("--summarise", type=Path, help="only summarise this folder")
     ap.add_argument(
+        "--grpo-size-weight", type=float, help="diagnostic: grpo's size credit (default 10)"
+    )
+    ap.add_argument(
         "--pilots", action="store_true", help="with --summarise: where the planned rounds went"
     )
     a, extra = ap.parse_known_args(argv)
@@ -149,6 +158,8 @@ def main(argv=None) -> int:
             if (folder / "results.json").is_file():
                 continue
             cmd = [sys.executable, str(EXAMPLE), "--method", m, "--seed", str(seed)]
+            if a.grpo_size_weight is not None:  # run the example with grpo's size credit changed
+                cmd[1:2] = ["-c", _WITH_SIZE_WEIGHT, str(a.grpo_size_weight), str(EXAMPLE)]
             cmd += ["--eval-size", str(a.eval_size), "--output-dir", str(folder), *extra]
             print(" ".join(cmd), flush=True)
             proc = subprocess.run(cmd, capture_output=True, text=True)
