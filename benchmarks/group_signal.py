@@ -8,9 +8,8 @@ group's sample std, as TRL and this package compute them), and its policy-gradie
 step along z is ``sum_j A_j d log pi(y_j) / dz = sum_j A_j (r_j - p) = sum_j A_j r_j``,
 which is ``sqrt((N - 1) k (N - k) / N)``: it depends on the draws, not on p. The
 table gives its expectation over k ~ Binomial(N, p), per rollout, computed with this
-package's own ``group_advantages``. The last columns are a step in two rounds: a
-pilot of 2, then ``extra`` more rollouts chosen from the pilot's outcome (0, 1 or 2
-successes), as ``allocate_round`` might.
+package's own ``group_advantages``. The last column is a step in two rounds: a
+pilot of 2, then 0, 2 or 4 more rollouts after 0, 1 or 2 successes in the pilot.
 
 This is a one-parameter model, not a trainer; it shows the mechanism, and the
 learning runs in BENCHMARKS.md are the evidence.
@@ -27,7 +26,7 @@ from knapsack_rl.metrics import group_advantages
 SIZES = (2, 4, 8, 16)
 RATES = (0.03, 0.1, 0.3, 0.5, 0.7, 0.9, 0.97)
 #: extras after a pilot of 2 with 0, 1 or 2 successes
-PLANS = {"after pilot: 0 / 2 / 4": (0, 2, 4), "after pilot: 2 / 2 / 2": (2, 2, 2)}
+PLANS = {"pilot 2, then 0 / 2 / 4 after 0 / 1 / 2 successes": (0, 2, 4)}
 
 
 def signal(k: int, n: int) -> float:
