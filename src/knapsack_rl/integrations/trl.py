@@ -671,8 +671,9 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         per = len(first) // nproc
         mine = [dict(rows[int(g) * k]) for g in first[rank * per : (rank + 1) * per]]
         prompts = [r["prompt"] for r in mine]
-        generated = super()._generate(prompts)  # (prompt_ids, completion_ids, tool_mask,
-        completion_ids, completions = generated[1], generated[3]  # completions, logprobs, ...)
+        # TRL's _generate returns (prompt_ids, completion_ids, tool_mask, completions, ...)
+        generated = super()._generate(prompts)
+        completion_ids, completions = generated[1], generated[3]
         rewards = super()._calculate_rewards(mine, prompts, completions, completion_ids)
         r = self._success_rewards(rewards)
         ok = np.isfinite(r)
@@ -771,13 +772,13 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         successes = np.bincount(group[ok], weights=r[ok], minlength=m)
         pilot_successes = None
         if in_rounds:
-            in_pilot = ok & _pilot_mask(pilot, rollouts, nproc)
+            pilot_rows = _pilot_mask(pilot, rollouts, nproc)
+            in_pilot = ok & pilot_rows
             pilot_successes = np.bincount(group[in_pilot], weights=r[in_pilot], minlength=m)
+            ok &= ~pilot_rows  # the planner recorded the pilot in round 1
         if self.planner is None:
             self.tracker.update([prompt_ids[g] for g in group[ok]], r[ok])
         else:  # the planner updates the tracker and stamps the prompts as seen
-            if in_rounds:  # the pilot was recorded in round 1
-                ok &= ~_pilot_mask(pilot, rollouts, nproc)
             self.planner.record(group[ok], r[ok])
             self.planner.finish()
 
