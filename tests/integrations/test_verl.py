@@ -123,6 +123,17 @@ class FakeTQ:
     async def async_kv_put(self, key, partition_id, tag=None, **kw):
         self.tags.setdefault(key, {}).update(tag or {})
 
+    async def async_kv_batch_put(self, keys, partition_id, fields=None, tags=None):
+        self.kv_batch_put(keys, partition_id, tags=tags, fields=fields)
+
+    def kv_list(self, partition_id=None):
+        return {"train": {k: dict(t) for k, t in self.tags.items()}}
+
+    def kv_clear(self, keys, partition_id):
+        for k in [keys] if isinstance(keys, str) else keys:
+            self.tags.pop(k, None)
+            self.fields.pop(k, None)
+
 
 @pytest.fixture
 def trainer(kv, data_dir, tmp_path, monkeypatch):
@@ -597,9 +608,11 @@ def test_gpu_check_settings_compose(kv, tmp_path):
 
 # ------------------------------------------------------------ method "rounds"
 def test_rounds_method_one_shot_from_fresh_priors(kv, tmp_path):
-    """knapsack.method=rounds: the planner's first round from pooled, decayed priors; the
+    """knapsack.rounds=1: the planner's one round from pooled, decayed priors; the
     planner updates the tracker and its state is saved beside the tracker."""
-    kcfg = kv.KnapsackVerlConfig(method="rounds", tracker="beta", min_rollouts=2, max_rollouts=16)
+    kcfg = kv.KnapsackVerlConfig(
+        method="rounds", rounds=1, oversample=1, tracker="beta", min_rollouts=2, max_rollouts=16
+    )
     state = kv.KnapsackState(kcfg, rollout_n=4)
     assert state.planner is not None and state.planner.value == kcfg.value
     # history: prompts 0-3 are solved half the time, 4-7 never
@@ -627,3 +640,204 @@ def test_rounds_method_settings_are_checked(kv, data_dir, tmp_path):
     bad = compose(kv, data_dir, tmp_path, "knapsack.method=rounds", "knapsack.value=nope")
     with pytest.raises(kv.KnapsackConfigError, match="knapsack.value"):
         kv.check_config(bad)
+
+
+def test_rounds_settings_need_the_manager_and_streamed_rewards(kv, data_dir, tmp_path):
+    # the launcher names the manager that numbers sessions across rounds
+    args = kv.launch_overrides(overrides(data_dir, tmp_path, "knapsack.method=rounds"))
+    assert f"++actor_rollout_ref.rollout.agent.agent_loop_manager_class={kv.MANAGER}" in args
+    one = kv.launch_overrides(
+        overrides(data_dir, tmp_path, "knapsack.method=rounds", "knapsack.rounds=1")
+    )
+    assert not any("agent_loop_manager_class" in a for a in one)
+    assert not any(
+        "agent_loop_manager_class" in a for a in kv.launch_overrides(overrides(data_dir, tmp_path))
+    )
+    ok = kv.check_config(compose(kv, data_dir, tmp_path, "knapsack.method=rounds"))
+    assert (ok.rounds, ok.pilot, ok.oversample) == (2, 2, 2)
+    # launched without the launcher: the manager is missing
+    raw = overrides(
+        data_dir, tmp_path, "knapsack.method=rounds", "trainer.v1.trainer_mode=knapsack"
+    )
+    raw = kv.compose_config(["++" + a if a.startswith("knapsack.") else a for a in raw])
+    with pytest.raises(kv.KnapsackConfigError, match="agent_loop_manager_class"):
+        kv.check_config(raw)
+    bad = [
+        (("reward.reward_model.enable=true",), "pilot's rewards come too late"),
+        (("knapsack.oversample=3",), "knapsack.oversample=3"),
+        (("knapsack.rounds=3",), "knapsack.rounds=3"),
+        (("knapsack.pilot=0",), "knapsack.pilot=0"),
+        (("data.gen_batch_size=3",), "gen_batch_size=3"),
+    ]
+    for extra, message in bad:
+        with pytest.raises(kv.KnapsackConfigError, match=message):
+            kv.check_config(compose(kv, data_dir, tmp_path, "knapsack.method=rounds", *extra))
+    # a colocated reward model is fine in one round
+    kv.check_config(
+        compose(
+            kv,
+            data_dir,
+            tmp_path,
+            "knapsack.method=rounds",
+            "knapsack.rounds=1",
+            "reward.reward_model.enable=true",
+        )
+    )
+
+
+RATE = (1.0, 0.0, 0.5)  # success rate of prompt index i: RATE[i % 3]
+
+
+@pytest.fixture
+def rounds_trainer(kv, data_dir, tmp_path, monkeypatch):
+    """A rounds=2 KnapsackPPOTrainer whose agent loop is verl's worker code run in-process
+    through KnapsackAgentLoopWorker; the rollout server is a stub that writes each session's
+    trajectory (reward by prompt index) into the in-memory TransferQueue."""
+    import verl.trainer.ppo.v1.agent_loop_tq as alt
+    import verl.trainer.ppo.v1.replay_buffer as rb
+    import verl.trainer.ppo.v1.trainer_base as tb
+    from omegaconf import OmegaConf
+    from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
+
+    fake = FakeTQ()
+    for mod in (tb, kv, alt, rb):
+        monkeypatch.setattr(mod, "tq", fake)
+    started: dict[str, list[int]] = {}
+
+    async def server(self, sampling_params, trajectory, *, agent_name, trace=True, **kw):
+        # the GPU boundary: one response per session; its key and reward as verl writes them
+        uid, session = kw["uid"], int(kw["session_id"])
+        assert kv.SESSION_OFFSET not in kw  # consumed by KnapsackAgentLoopWorker
+        started.setdefault(uid, []).append(session)
+        rate = RATE[int(kw["index"]) % 3]
+        reward = float(rate == 1.0 or (rate == 0.5 and session % 2 == 0))
+        await fake.async_kv_batch_put(
+            keys=[f"{uid}_{session}_0"],
+            partition_id="train",
+            fields={"rm_scores": [torch.tensor([0.0, reward])]},
+            tags=[{"status": "success", "seq_len": 10, "global_steps": kw["global_steps"]}],
+        )
+
+    import torch
+
+    monkeypatch.setattr(AgentLoopWorker, "_run_agent_loop", server)
+    worker_cls = kv.KnapsackAgentLoopWorker.__ray_metadata__.modified_class
+
+    class Manager:
+        def generate_sequences(self, batch):
+            async def go():
+                workers = []
+                for chunk in batch.chunk(2):
+                    w = object.__new__(worker_cls)
+                    w.config = OmegaConf.create(
+                        {
+                            "actor_rollout_ref": {
+                                "rollout": {
+                                    "n": 8,
+                                    "temperature": 1.0,
+                                    "top_p": 1.0,
+                                    "top_k": -1,
+                                    "calculate_log_probs": False,
+                                    "val_kwargs": {
+                                        "n": 1,
+                                        "top_p": 1.0,
+                                        "top_k": -1,
+                                        "temperature": 0.0,
+                                    },
+                                    "agent": {"default_agent_loop": "single_turn_agent"},
+                                }
+                            }
+                        }
+                    )
+                    w.background_tasks = set()
+                    await w.generate_sequences(chunk)
+                    workers.append(w)
+                for w in workers:
+                    while w.background_tasks:
+                        await asyncio.gather(*list(w.background_tasks))
+
+            asyncio.run(go())
+
+    cfg = compose(
+        kv,
+        data_dir,
+        tmp_path / "ckpt",
+        "knapsack.method=rounds",
+        "knapsack.value=paper",
+        "actor_rollout_ref.rollout.n=8",
+    )
+    t = kv.KnapsackPPOTrainer(cfg)
+    t.tokenizer = t.processor = None
+    t._init_dataloader()
+    t.global_steps = 1
+    t.agent_loop_manager = Manager()
+    t.fake_tq, t.started = fake, started
+    return t
+
+
+def test_two_rounds_share_uids_and_spend_the_step_budget(kv, rounds_trainer):
+    t = rounds_trainer
+    batch = t._next_train_batch()
+    assert len(batch) == 2 * M  # oversample 2: twice a uniform step's prompts
+    assert t._submit_batch_to_rollout(batch) == 2 * M
+    uids = [str(u) for u in batch["uid"]]
+    index = {str(u): int(i) for u, i in zip(batch["uid"], batch["index"])}
+    sessions = t.started
+    # every prompt got its pilot; round 2 continued the same uids, numbering after the pilot
+    assert set(sessions) == set(uids)
+    assert all(sorted(s) == list(range(len(s))) for s in sessions.values())
+    sizes = {u: len(s) for u, s in sessions.items()}
+    assert sum(sizes.values()) == M * 8  # the step's budget: train_batch_size x rollout.n
+    assert min(sizes.values()) == 2 and max(sizes.values()) > 2
+    # the plan read the pilot: under the paper's value a mixed pilot (p = 0.5, split 1/1) is
+    # informative already and gets nothing more; the rest goes to breaking ties
+    mixed = [u for u in uids if RATE[index[u] % 3] == 0.5]
+    tied = [u for u in uids if RATE[index[u] % 3] != 0.5]
+    assert all(sizes[u] == 2 for u in mixed) and all(sizes[u] > 2 for u in tied)
+    assert all(t.fake_tq.tags[u]["status"] == "finished" for u in uids)
+
+    # verl's replay buffer samples all 2M groups, each whole, B x n trajectories
+    sampled = []
+    orig = type(t).__mro__[1]._step_once
+    type(t).__mro__[1]._step_once = lambda self, m, tr, n: sampled.append(n)
+    try:
+        t._step_once({}, {}, M)
+    finally:
+        type(t).__mro__[1]._step_once = orig
+    assert sampled == [2 * M]
+    buffer = t._build_replay_buffer()
+    meta, _ = buffer.sample(global_steps=1, partition_id="train", batch_size=2 * M)
+    assert len(meta.keys) == M * 8
+    per_uid = {}
+    for key in meta.keys:
+        per_uid[key.split("_")[0]] = per_uid.get(key.split("_")[0], 0) + 1
+    assert per_uid == sizes
+
+    # after the step the tracker sees every rollout once; the pilot is not counted twice
+    data = t.fake_tq.kv_batch_get(keys=meta.keys, partition_id="train", select_fields=["rm_scores"])
+    got, sess, rewards = kv.step_sessions(meta.keys, meta.tags, list(data["rm_scores"]))
+    metrics = t.knapsack.observe(got, rewards, sess)
+    stats = t.knapsack.tracker.stats([index[u] for u in uids])
+    assert stats.attempts.sum() == M * 8
+    assert t.knapsack.planner.step == 1
+    assert metrics["knapsack/rollouts_per_prompt/mean"] == 4.0
+    assert metrics["knapsack/rounds/pilot_all_correct"] == pytest.approx(
+        np.mean([RATE[index[u] % 3] == 1.0 for u in uids])
+    )
+    assert metrics["knapsack/rounds/pilot_all_wrong"] == pytest.approx(
+        np.mean([RATE[index[u] % 3] == 0.0 for u in uids])
+    )
+    assert "knapsack/pilot_seconds" in metrics
+
+
+def test_two_rounds_skip_failed_pilots(kv):
+    kcfg = kv.KnapsackVerlConfig(method="rounds", tracker="beta")
+    state = kv.KnapsackState(kcfg, rollout_n=8)
+    uids = [f"u{k}" for k in range(4)]
+    pilot = state.allocate(uids, [0, 1, 2, 3])
+    assert pilot.tolist() == [2, 2, 2, 2]  # 4 prompts = 2 uniform prompts: budget 16
+    state.record_round(["u0", "u0", "u1", "u1", "u2", "u2"], [1, 0, 1, 0, 0, 0])
+    extra = state.next_round(skip=["u3"])
+    assert extra[3] == 0 and extra.sum() > 0
+    with pytest.raises(ValueError, match="session id"):
+        state.observe(uids, [0.0] * 4)

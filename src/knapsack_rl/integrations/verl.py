@@ -25,6 +25,17 @@ This module adds one trainer, registered with verl's ``register_trainer`` as
    ``global_step_<k>/knapsack_tracker.npz`` next to verl's actor checkpoint
    and read back on resume.
 
+``method=rounds`` (``rounds=2``, the default) generates each step in two rounds
+under the same uids: the driver draws ``oversample * train_batch_size`` prompts,
+sends a pilot of ``pilot`` rollouts each, waits until TransferQueue marks every
+group finished, reads the pilot's rewards, plans the rest of the step's
+``train_batch_size * rollout.n`` rollouts with ``allocate_round``, and sends them
+with ``__session_offset__`` so that :class:`KnapsackAgentLoopManager`'s workers
+number the new sessions after the pilot's. verl then samples the
+``oversample * train_batch_size`` finished groups and computes advantages over
+each whole group. The rewards must come from the agent loop (a rule-based reward,
+or a reward model on its own resource pool), which is verl's default.
+
 Everything runs in the single controller (the TaskRunner actor), so on
 multi-node runs the allocation is computed once and is the same for every worker.
 
@@ -52,7 +63,7 @@ import numpy as np
 from knapsack_rl import Allocator, defaults
 from knapsack_rl.allocation import METHODS
 from knapsack_rl.allocation.rounds import VALUES
-from knapsack_rl.metrics import allocation_stats, effective_gradient_ratio
+from knapsack_rl.metrics import allocation_stats, effective_gradient_ratio, pilot_stats
 from knapsack_rl.tracking import TRACKERS, Tracker, load_tracker, make_tracker
 from knapsack_rl.tracking.planner import RoundPlanner
 
@@ -73,8 +84,19 @@ MODULE = "knapsack_rl.integrations.verl"
 """What ``VERL_USE_EXTERNAL_MODULES`` must name so that verl registers the trainer."""
 
 TRACKER_FILE = "knapsack_tracker.npz"
-PLANNER_FILE = "knapsack_planner.json"  # method "rounds": the priors' state
 """Name of the tracker state file inside each ``global_step_<k>`` folder."""
+
+PLANNER_FILE = "knapsack_planner.json"
+"""Method ``rounds``: the planner's state (priors, last visits) beside the tracker."""
+
+MANAGER = f"{MODULE}.KnapsackAgentLoopManager"
+"""``agent_loop_manager_class`` of ``rounds=2``: verl's, with sessions numbered across rounds."""
+
+SESSION_OFFSET = "__session_offset__"
+"""Batch field of a second round: the first session id of each prompt (its pilot's size)."""
+
+POLL_SECONDS = 0.2
+"""How often the driver checks whether the pilot round has finished."""
 
 ADV_ESTIMATORS = ("grpo", "grpo_vectorized")
 """verl advantage estimators that group by uid and accept groups of any size."""
@@ -106,9 +128,11 @@ def _verl_version() -> str:
 
 _check_verl_version(_verl_version())
 
+import ray  # noqa: E402
 import torch  # noqa: E402
 import transfer_queue as tq  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
+from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ  # noqa: E402
 from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY, register_trainer  # noqa: E402
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync  # noqa: E402
 
@@ -119,11 +143,15 @@ class KnapsackVerlConfig:
     """Settings read from the ``knapsack`` node of verl's config (``+knapsack.<name>=...``).
 
     Attributes:
-        method: allocation method (``knapsack``, ``paper``, ``bayes``, ``uniform``), or
-            ``rounds``: the first round of knapsack-rl's round planner, i.e. the exact
-            posterior value of drawing from fresh priors (pooled, stale evidence decayed).
-            One-shot here: see docs/verl.md for why verl 0.9 has no room for a second round.
+        method: allocation method (``knapsack``, ``paper``, ``bayes``, ``uniform``, one-shot
+            from the tracker), or ``rounds``: knapsack-rl's round planner, from priors pooled
+            over the prompts seen (stale evidence decayed) and this step's own draws.
         value: value model of ``rounds`` (``paper``, ``informative``, ``size``, ``coba``, ``grpo``).
+        rounds: generation rounds per step of ``rounds``: 2 (a pilot, then the rest of the
+            step's rollouts where the pilot says they pay) or 1 (one-shot from the priors).
+        pilot: rollouts per prompt in the pilot round (``rounds=2``).
+        oversample: ``rounds`` draws ``oversample * train_batch_size`` prompts per step for
+            the same ``train_batch_size * rollout.n`` rollouts.
         tracker: success-rate tracker kind (``paper``, ``window``, ``beta``).
         tracker_kwargs: extra arguments for the tracker (e.g. ``{window: 32}``).
         min_rollouts: smallest group per prompt (>= 2: verl's GRPO gives a
@@ -136,6 +164,9 @@ class KnapsackVerlConfig:
 
     method: str = "knapsack"
     value: str = defaults.VALUE
+    rounds: int = defaults.ROUNDS
+    pilot: int = defaults.PILOT
+    oversample: int = defaults.OVERSAMPLE
     tracker: str = "paper"
     tracker_kwargs: dict = field(default_factory=dict)
     min_rollouts: int = 2
@@ -245,11 +276,62 @@ def check_config(config) -> KnapsackVerlConfig:
             f"budget cannot be met: rollout.n={n} > knapsack.max_rollouts={hi}, so "
             f"train_batch_size * {n} rollouts cannot be spread over the batch; raise max_rollouts"
         )
+    if kcfg.method == "rounds" and not problems:
+        problems += _rounds_problems(config, kcfg, n)
     if problems:
         raise KnapsackConfigError(
             "knapsack-rl cannot start verl with these settings:\n  - " + "\n  - ".join(problems)
         )
     return kcfg
+
+
+def _rounds_problems(config, kcfg: KnapsackVerlConfig, n: int) -> list[str]:
+    """What stops ``method=rounds`` with these settings (empty if nothing)."""
+    problems = []
+    for name, lo in (("rounds", 1), ("pilot", 1), ("oversample", 1)):
+        v = getattr(kcfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            problems.append(f"knapsack.{name}={v!r}: must be an integer >= {lo}")
+    if problems:
+        return problems
+    if kcfg.rounds > 2:
+        problems.append(
+            f"knapsack.rounds={kcfg.rounds}: the verl trainer generates a step in 1 round "
+            "(one-shot from the priors) or 2 (a pilot, then the rest)"
+        )
+    need = max(kcfg.min_rollouts, kcfg.pilot if kcfg.rounds == 2 else 1)
+    if kcfg.oversample * need > n:
+        problems.append(
+            f"knapsack.oversample={kcfg.oversample}: a step draws oversample x train_batch_size "
+            f"prompts for train_batch_size x rollout.n rollouts, so each gets {n}/{kcfg.oversample} "
+            f"on average, fewer than the {need} it needs (min_rollouts, pilot); raise rollout.n "
+            "or lower oversample"
+        )
+    train = int(config.data.train_batch_size)
+    gen = int(config.data.get("gen_batch_size", None) or train)
+    if (kcfg.oversample * train) % gen:
+        problems.append(
+            f"data.gen_batch_size={gen} must divide oversample x train_batch_size "
+            f"({kcfg.oversample} x {train}): the step's prompts are fetched in whole gen batches"
+        )
+    if kcfg.rounds == 2:
+        agent = config.actor_rollout_ref.rollout.get("agent", None) or {}
+        manager = agent.get("agent_loop_manager_class", None)
+        if manager != MANAGER:
+            problems.append(
+                f"actor_rollout_ref.rollout.agent.agent_loop_manager_class={manager!r}: "
+                f"knapsack.rounds=2 needs {MANAGER} (it numbers the second round's sessions "
+                "after the pilot's); the launcher sets it, or add "
+                f"++actor_rollout_ref.rollout.agent.agent_loop_manager_class={MANAGER}"
+            )
+        rm = (config.get("reward", None) or {}).get("reward_model", None) or {}
+        if rm.get("enable", False) and not rm.get("enable_resource_pool", False):
+            problems.append(
+                "reward.reward_model.enable=true without enable_resource_pool: verl then scores "
+                "rollouts after the step's generation, so the pilot's rewards come too late for "
+                "knapsack.rounds=2; give the reward model its own resource pool or set knapsack.rounds=1"
+            )
+    return problems
 
 
 def check_prompt_ids(dataset, key: str) -> None:
@@ -305,7 +387,13 @@ def _as_list(v) -> list:
 
 # --- driver-side state (verl-free apart from the arrays it is given) ----------
 class KnapsackState:
-    """Tracker, allocator and the uid -> prompt-id map of one run (driver side)."""
+    """Tracker, allocator or round planner, and the uid -> prompt-id map of one run (driver side).
+
+    One-shot methods: :meth:`allocate` gives each prompt its group, :meth:`observe` feeds the
+    step's rewards to the tracker. ``rounds`` with ``rounds=2``: :meth:`allocate` gives the
+    pilot, :meth:`record_round` takes its rewards, :meth:`next_round` plans the rest of the
+    step, and :meth:`observe` records the rest and updates the tracker once.
+    """
 
     def __init__(self, kcfg: KnapsackVerlConfig, rollout_n: int) -> None:
         self.kcfg = kcfg
@@ -319,24 +407,42 @@ class KnapsackState:
         self.tracker: Tracker = make_tracker(
             kcfg.tracker, threshold=kcfg.success_threshold, **kcfg.tracker_kwargs
         )
-        self.planner = None  # method "rounds": one-shot from fresh priors
+        self.planner = None
+        self.oversample = 1
         if kcfg.method == "rounds":
             self.planner = RoundPlanner(
                 self.tracker,
-                rounds=1,
+                rounds=kcfg.rounds,
+                pilot=kcfg.pilot,
                 min_rollouts=kcfg.min_rollouts,
                 max_rollouts=kcfg.max_rollouts,
                 value=kcfg.value,
             )
+            self.oversample = int(kcfg.oversample)
         self._uid_pid: dict[str, Any] = {}
+        self._uid_pos: dict[str, int] = {}
+        self._pilot: np.ndarray | None = None  # rounds=2: the pilot's counts and successes
+        self._pilot_drawn: tuple[np.ndarray, np.ndarray] | None = None
         self._rollouts: list[np.ndarray] = []
         self._seconds = 0.0
+        self.pilot_seconds = 0.0  # rounds=2: the driver's wait for the pilot, per step
+
+    @property
+    def two_rounds(self) -> bool:
+        """True when each step is generated as a pilot, then the rest (``rounds=2``)."""
+        return self.planner is not None and self.planner.rounds >= 2
+
+    def budget(self, prompts: int) -> int:
+        """Rollouts for a batch of ``prompts`` prompts: ``rollout.n`` per uniform prompt, and a
+        uniform step has ``1 / oversample`` of the prompts a ``rounds`` step draws."""
+        return max(prompts * self.rollout_n // self.oversample, prompts * self.kcfg.min_rollouts)
 
     def allocate(self, uids: list, prompt_ids: list) -> np.ndarray:
-        """Rollouts per prompt for one submitted batch (sum = ``len(uids) * rollout.n``)."""
+        """Rollouts per prompt for one submitted batch: the whole group (one-shot methods,
+        ``rounds=1``), or the pilot (``rounds=2``); int64, shape ``(len(uids),)``."""
         if len(uids) != len(prompt_ids):
             raise ValueError(f"{len(uids)} uids but {len(prompt_ids)} prompt ids")
-        budget = len(uids) * self.rollout_n
+        budget = self.budget(len(uids))
         t0 = time.perf_counter()
         ids = [_hashable(p) for p in prompt_ids]
         if self.planner is not None:
@@ -345,26 +451,62 @@ class KnapsackState:
         else:
             r = np.asarray(_allocate(self.allocator, self.tracker, ids, budget).rollouts, np.int64)
         self._seconds += time.perf_counter() - t0
-        if int(r.sum()) != budget:  # pragma: no cover - the allocator guarantees it
+        if not self.two_rounds and int(r.sum()) != budget:  # pragma: no cover - guaranteed
             raise RuntimeError(f"allocation sums to {int(r.sum())}, expected {budget}")
         for uid, pid in zip(uids, ids):
             self._uid_pid[str(uid)] = pid
-        self._rollouts.append(r)
+        self._pilot = r.copy() if self.two_rounds else None
+        self._rollouts.append(r.copy())
         return r
 
-    def observe(self, uids: list, rewards) -> dict[str, float]:
-        """Feed one step's rollouts (uid and reward each) to the tracker; return its metrics."""
+    def record_round(self, uids: list, rewards) -> None:
+        """The pilot's rollouts (uid and reward each) of the batch :meth:`allocate` planned."""
+        keep = [str(u) in self._uid_pos for u in uids]
+        pos = [self._uid_pos[str(u)] for u, k in zip(uids, keep) if k]
+        self.planner.record(
+            pos, np.asarray(rewards, np.float64).reshape(-1)[np.asarray(keep, bool)]
+        )
+        self._pilot_drawn = (self.planner.attempts.copy(), self.planner.successes.copy())
+
+    def next_round(self, skip: list | None = None) -> np.ndarray:
+        """Rollouts per prompt of round 2, planned from the pilot's rewards (zeros for the
+        uids in ``skip``, e.g. failed groups); int64, shape ``(len(uids),)``."""
+        t0 = time.perf_counter()
+        extra = self.planner.next_round()
+        extra = np.zeros(len(self._uid_pos), np.int64) if extra is None else extra.astype(np.int64)
+        for u in skip or ():
+            extra[self._uid_pos[str(u)]] = 0
+        self._seconds += time.perf_counter() - t0
+        self._rollouts[-1] = self._rollouts[-1] + extra
+        return extra
+
+    def observe(self, uids: list, rewards, sessions=None) -> dict[str, float]:
+        """Feed one step's rollouts (uid, reward and session id each) to the tracker; return
+        its metrics. With ``rounds=2`` the pilot's sessions (recorded already) are skipped."""
         uids = [str(u) for u in uids]
         rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
-        known = [u in self._uid_pid for u in uids]
-        pids = [self._uid_pid[u] for u, k in zip(uids, known) if k]
+        known = np.array([u in self._uid_pid for u in uids], dtype=bool)
+        pilot_metrics: dict[str, float] = {}
         if self.planner is not None:  # the planner updates the tracker, stamps prompts as seen
-            pos = [self._uid_pos[u] for u, k in zip(uids, known) if k]
-            self.planner.record(pos, rewards[np.asarray(known, bool)])
-            self.planner.finish()
-        elif pids:
-            self.tracker.update(pids, rewards[np.asarray(known, bool)])
+            rows = known.copy()
+            if self._pilot is not None:
+                if sessions is None:
+                    raise ValueError("rounds=2: observe needs each rollout's session id")
+                first = np.array(
+                    [self._pilot[self._uid_pos[u]] if k else 0 for u, k in zip(uids, known)]
+                )
+                rows &= np.asarray(sessions, dtype=np.int64).reshape(-1) >= first
+            pos = [self._uid_pos[u] for u, k in zip(uids, rows) if k]
+            self.planner.record(pos, rewards[rows])
+            done = self.planner.finish()
+            if self._pilot_drawn is not None:
+                stats = pilot_stats(*self._pilot_drawn, done["attempts"])
+                pilot_metrics = {f"knapsack/{k}": v for k, v in stats.items()}
+        elif known.any():
+            pids = [self._uid_pid[u] for u, k in zip(uids, known) if k]
+            self.tracker.update(pids, rewards[known])
         self._uid_pid.clear()  # sync mode: every prompt submitted for the step was sampled
+        self._pilot, self._pilot_drawn = None, None
         metrics: dict[str, float] = {}
         if uids:
             metrics["knapsack/effective_gradient_ratio"] = effective_gradient_ratio(uids, rewards)
@@ -373,8 +515,11 @@ class KnapsackState:
             for k in ("min", "mean", "max"):
                 metrics[f"knapsack/rollouts_per_prompt/{k}"] = stats[f"rollouts_per_prompt/{k}"]
             metrics["knapsack/allocation_seconds"] = self._seconds
+        if self.two_rounds:
+            metrics["knapsack/pilot_seconds"] = self.pilot_seconds
+        metrics.update(pilot_metrics)
         metrics["knapsack/tracked_prompts"] = float(len(self.tracker))
-        self._rollouts, self._seconds = [], 0.0
+        self._rollouts, self._seconds, self.pilot_seconds = [], 0.0, 0.0
         return metrics
 
     def save(self, folder: str) -> str:
@@ -408,6 +553,14 @@ def step_rewards(keys: list[str], tags: list[dict], rm_scores) -> tuple[list[str
     ``rm_scores`` their token-level scores (the reward is their sum, as in
     verl's GRPO).
     """
+    uids, _, rewards = step_sessions(keys, tags, rm_scores)
+    return uids, rewards
+
+
+def step_sessions(
+    keys: list[str], tags: list[dict], rm_scores
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """:func:`step_rewards` plus each entry's session id (int64): ``(uids, sessions, rewards)``."""
     final: dict[str, tuple[int, int]] = {}
     for i, (key, tag) in enumerate(zip(keys, tags)):
         if tag.get("is_padding", False):
@@ -417,9 +570,65 @@ def step_rewards(keys: list[str], tags: list[dict], rm_scores) -> tuple[list[str
         if skey not in final or final[skey][0] < int(index):
             final[skey] = (int(index), i)
     rows = [i for _, i in final.values()]
-    uids = [keys[i].rsplit("_", 2)[0] for i in rows]
+    parts = [keys[i].rsplit("_", 2) for i in rows]
+    uids = [p[0] for p in parts]
+    sessions = np.array([int(p[1]) for p in parts], dtype=np.int64)
     rewards = np.array([float(rm_scores[i].sum()) for i in rows], dtype=np.float64)
-    return uids, rewards
+    return uids, sessions, rewards
+
+
+# --- rounds: sessions numbered across rounds -----------------------------------
+class _RoundsAgentLoopWorker(AgentLoopWorkerTQ.__ray_metadata__.modified_class.__ray_actor_class__):
+    """verl's TransferQueue agent-loop worker, except that a prompt's sessions start at its
+    ``__session_offset__`` (0 when absent), so a second round of the same uid adds
+    trajectories ``{uid}_{pilot}_0, ...`` to its group instead of overwriting the pilot's."""
+
+    async def _run_agent_loop(self, sampling_params, trajectory, **kwargs):
+        offset = kwargs.pop(SESSION_OFFSET, 0)
+        if "session_id" in kwargs:
+            kwargs["session_id"] = int(kwargs["session_id"]) + int(offset)
+        return await super()._run_agent_loop(sampling_params, trajectory, **kwargs)
+
+
+KnapsackAgentLoopWorker = ray.remote(_RoundsAgentLoopWorker)
+
+
+class KnapsackAgentLoopManager(AgentLoopManagerTQ):
+    """verl's TransferQueue agent-loop manager with :data:`KnapsackAgentLoopWorker` workers
+    (``actor_rollout_ref.rollout.agent.agent_loop_manager_class``, set by the launcher)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.agent_loop_workers_class = KnapsackAgentLoopWorker
+
+
+def wait_for_round(
+    uids: list[str], partition_id: str = "train", poll_seconds: float = POLL_SECONDS
+) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """Block until every group in ``uids`` is ``finished`` or ``failure`` in TransferQueue;
+    return their rollouts ``(uids, sessions, rewards)`` and the uids that failed."""
+    wanted, last_log = set(uids), time.monotonic()
+    while True:
+        items = (tq.kv_list(partition_id=partition_id) or {}).get(partition_id, {})
+        status = {u: (items.get(u) or {}).get("status") for u in wanted}
+        if all(v in ("finished", "failure") for v in status.values()):
+            break
+        if time.monotonic() - last_log > 60:
+            waiting = sum(v not in ("finished", "failure") for v in status.values())
+            print(
+                f"[knapsack-rl] pilot round: {waiting} of {len(wanted)} groups running",
+                file=sys.stderr,
+            )
+            last_log = time.monotonic()
+        time.sleep(poll_seconds)
+    keys = [k for k in items if "_" in k and k.split("_")[0] in wanted]
+    tags = [items[k] for k in keys]
+    scores = []
+    if keys:
+        data = tq.kv_batch_get(keys=keys, partition_id=partition_id, select_fields=["rm_scores"])
+        scores = list(data["rm_scores"])
+    got, sessions, rewards = step_sessions(keys, tags, scores)
+    return got, sessions, rewards, [u for u, v in status.items() if v == "failure"]
 
 
 # --- the trainer ---------------------------------------------------------------
@@ -441,6 +650,14 @@ class KnapsackPPOTrainer(PPOTrainerSync):
         check_prompt_ids(self.train_dataset, self.knapsack_config.prompt_id_key)
 
     # allocation
+    def _next_train_batch(self, num_prompts: int | None = None):
+        if num_prompts is None:  # a step's batch: rounds draws oversample x the prompts
+            num_prompts = self.config.data.train_batch_size * self.knapsack.oversample
+        return super()._next_train_batch(num_prompts)
+
+    def _step_once(self, metrics: dict, timing_raw: dict, sample_batch_size: int):
+        return super()._step_once(metrics, timing_raw, sample_batch_size * self.knapsack.oversample)
+
     def _submit_batch_to_rollout(self, batch):
         key = self.knapsack_config.prompt_id_key
         if key not in batch.keys():
@@ -448,9 +665,25 @@ class KnapsackPPOTrainer(PPOTrainerSync):
                 f"knapsack.prompt_id_key={key!r}: the training batch has no such field "
                 f"(fields: {sorted(batch.keys())})"
             )
-        rollouts = self.knapsack.allocate(_as_list(batch["uid"]), _as_list(batch[key]))
+        uids = [str(u) for u in _as_list(batch["uid"])]
+        rollouts = self.knapsack.allocate(uids, _as_list(batch[key]))
         batch["__rollout_n__"] = torch.as_tensor(rollouts, dtype=torch.int64)
-        return super()._submit_batch_to_rollout(batch)
+        submitted = super()._submit_batch_to_rollout(batch)
+        if not self.knapsack.two_rounds:
+            return submitted
+        # rounds=2: wait for the pilot, plan the rest from its rewards, send it under the same uids
+        t0 = time.perf_counter()
+        got, _, rewards, failed = wait_for_round(uids)
+        self.knapsack.record_round(got, rewards)
+        extra = self.knapsack.next_round(skip=failed)
+        self.knapsack.pilot_seconds += time.perf_counter() - t0
+        pick = np.flatnonzero(extra > 0)
+        if pick.size:
+            rest = batch[torch.as_tensor(pick)]
+            rest["__rollout_n__"] = torch.as_tensor(extra[pick], dtype=torch.int64)
+            rest[SESSION_OFFSET] = torch.as_tensor(rollouts[pick], dtype=torch.int64)
+            super()._submit_batch_to_rollout(rest)
+        return submitted
 
     # tracking and metrics
     def step(self, metrics: dict, timing_raw: dict):
@@ -460,8 +693,8 @@ class KnapsackPPOTrainer(PPOTrainerSync):
         data = tq.kv_batch_get(
             keys=keys, partition_id=batch.partition_id, select_fields=["rm_scores"]
         )
-        uids, rewards = step_rewards(keys, tags, list(data["rm_scores"]))
-        metrics.update(self.knapsack.observe(uids, rewards))
+        uids, sessions, rewards = step_sessions(keys, tags, list(data["rm_scores"]))
+        metrics.update(self.knapsack.observe(uids, rewards, sessions))
         return batch
 
     # checkpoints
@@ -496,7 +729,8 @@ if TRAINER_REGISTRY.get(TRAINER_NAME) is None:
 # --- launcher -------------------------------------------------------------------
 def launch_overrides(argv: list[str]) -> list[str]:
     """verl overrides for a knapsack run: ``knapsack.x=`` becomes ``++knapsack.x=``, the
-    trainer mode defaults to ``knapsack`` and every Ray worker imports this module."""
+    trainer mode defaults to ``knapsack``, every Ray worker imports this module, and
+    ``knapsack.method=rounds`` (2 rounds) gets :data:`MANAGER` as agent-loop manager."""
     out = []
     for a in argv:
         if a.startswith("knapsack."):
@@ -504,6 +738,11 @@ def launch_overrides(argv: list[str]) -> list[str]:
         out.append(a)
     if not any(a.lstrip("+").startswith("trainer.v1.trainer_mode=") for a in out):
         out.append(f"trainer.v1.trainer_mode={TRAINER_NAME}")
+    setting = {a.lstrip("+").split("=", 1)[0]: a.split("=", 1)[-1] for a in out if "=" in a}
+    manager = "actor_rollout_ref.rollout.agent.agent_loop_manager_class"
+    rounds = setting.get("knapsack.rounds", str(defaults.ROUNDS)).strip()
+    if setting.get("knapsack.method") == "rounds" and rounds != "1" and manager not in setting:
+        out.append(f"++{manager}={MANAGER}")
     out.append(
         f"++ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES={_modules_env()}"
     )
@@ -562,11 +801,15 @@ def main(argv: list[str] | None = None) -> None:
 
 __all__ = [
     "ADV_ESTIMATORS",
+    "KnapsackAgentLoopManager",
+    "KnapsackAgentLoopWorker",
     "KnapsackConfigError",
     "KnapsackPPOTrainer",
     "KnapsackState",
     "KnapsackVerlConfig",
+    "MANAGER",
     "MODULE",
+    "SESSION_OFFSET",
     "SUPPORTED_VERL",
     "TRACKER_FILE",
     "TRAINER_NAME",
@@ -576,6 +819,8 @@ __all__ = [
     "launch_overrides",
     "main",
     "step_rewards",
+    "step_sessions",
+    "wait_for_round",
 ]
 
 if __name__ == "__main__":
