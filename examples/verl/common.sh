@@ -22,8 +22,8 @@ COMMON=(
     trainer.project_name=knapsack_verl
     trainer.save_freq=20
     trainer.test_freq=10
-    knapsack.method=knapsack
-    knapsack.tracker=paper
+    knapsack.method=rounds
+    knapsack.tracker=beta
     knapsack.min_rollouts=2
     knapsack.max_rollouts=64
 )

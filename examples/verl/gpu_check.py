@@ -58,7 +58,7 @@ def write_data(out: str, n_train: int = 512, n_test: int = 32, seed: int = 0) ->
     return data
 
 
-def overrides(model: str, data: str, out: str, steps: int) -> list[str]:
+def overrides(model: str, data: str, out: str, steps: int, method: str = "rounds") -> list[str]:
     """verl + knapsack overrides of the check run (also composed by the CPU tests)."""
     return [
         "algorithm.adv_estimator=grpo",
@@ -96,7 +96,7 @@ def overrides(model: str, data: str, out: str, steps: int) -> list[str]:
         "trainer.save_freq=3",
         f"trainer.total_training_steps={steps}",
         "trainer.resume_mode=auto",
-        "knapsack.method=knapsack",
+        f"knapsack.method={method}",
         "knapsack.tracker=beta",
         "knapsack.min_rollouts=2",
         "knapsack.max_rollouts=32",
@@ -135,6 +135,9 @@ def main() -> None:
     ap.add_argument("--model", default=os.environ.get("MODEL_PATH"))
     ap.add_argument("--out", default="/tmp/knapsack_verl_check")
     ap.add_argument("--budget-s", type=float, default=450.0, help="wall-clock limit for both runs")
+    ap.add_argument(
+        "--method", default="rounds", help="knapsack.method (rounds: pilot, then the rest)"
+    )
     a = ap.parse_args()
     if not a.model:
         raise SystemExit("set MODEL_PATH or --model to a small chat model")
@@ -144,10 +147,10 @@ def main() -> None:
         if os.path.exists(os.path.join(a.out, stale)):
             os.remove(os.path.join(a.out, stale))
     data = write_data(a.out)
-    run(overrides(a.model, data, a.out, 3), a.out, "first", a.budget_s)
+    run(overrides(a.model, data, a.out, 3, a.method), a.out, "first", a.budget_s)
     first = {int(json.loads(x)["step"]) for x in open(os.path.join(a.out, "first.jsonl"))}
     left = a.budget_s - (time.time() - t0)
-    text = run(overrides(a.model, data, a.out, 5), a.out, "resume", max(left, 30))
+    text = run(overrides(a.model, data, a.out, 5, a.method), a.out, "resume", max(left, 30))
     rows = [
         json.loads(x) for t in ("first", "resume") for x in open(os.path.join(a.out, f"{t}.jsonl"))
     ]
@@ -166,9 +169,11 @@ def main() -> None:
     check(sorted(steps) == [1, 2, 3, 4, 5], f"knapsack metrics at steps 1-5 (got {sorted(steps)})")
     for k, m in sorted(steps.items()):
         check(
-            m["knapsack/rollouts_per_prompt/mean"] == N,
-            f"step {k}: mean group size = rollout.n = {N}",
+            m["knapsack/rollouts"] == M * N,
+            f"step {k}: rollouts = train_batch_size x rollout.n = {M * N}",
         )
+        if a.method == "rounds":
+            check("knapsack/pilot_seconds" in m, f"step {k}: generated in two rounds")
         g = m.get("actor/grad_norm", float("nan"))
         check(math.isfinite(g) and g > 0, f"step {k}: actor updated (grad_norm {g})")
         check(

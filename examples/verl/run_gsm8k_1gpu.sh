@@ -4,7 +4,7 @@
 # You provide:
 #   MODEL_PATH  a Hugging Face model folder or hub id (small: Qwen2.5-0.5B-Instruct)
 #   DATA_DIR    train.parquet and test.parquet (examples/verl/prepare_gsm8k.py builds them)
-# Extra arguments are verl/knapsack overrides, e.g. knapsack.method=bayes knapsack.tracker=beta.
+# Extra arguments are verl/knapsack overrides, e.g. knapsack.method=knapsack (one-shot).
 # Add --check to only check the settings (no Ray, no GPU).
 set -euo pipefail
 MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-0.5B-Instruct}

@@ -596,7 +596,8 @@ def test_gpu_check_settings_compose(kv, tmp_path):
     data = gpu_check.write_data(str(tmp_path), n_train=64, n_test=8)
     cfg = compose_overrides(kv, gpu_check.overrides("/models/small", data, str(tmp_path), 3))
     k = kv.check_config(cfg)
-    assert (k.method, k.tracker) == ("knapsack", "beta")
+    assert (k.method, k.tracker) == ("rounds", "beta")
+    assert cfg.actor_rollout_ref.rollout.agent.agent_loop_manager_class == kv.MANAGER
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
@@ -821,6 +822,7 @@ def test_two_rounds_share_uids_and_spend_the_step_budget(kv, rounds_trainer):
     assert stats.attempts.sum() == M * 8
     assert t.knapsack.planner.step == 1
     assert metrics["knapsack/rollouts_per_prompt/mean"] == 4.0
+    assert metrics["knapsack/rollouts"] == M * 8
     assert metrics["knapsack/rounds/pilot_all_correct"] == pytest.approx(
         np.mean([RATE[index[u] % 3] == 1.0 for u in uids])
     )

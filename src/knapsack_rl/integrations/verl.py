@@ -511,7 +511,9 @@ class KnapsackState:
         if uids:
             metrics["knapsack/effective_gradient_ratio"] = effective_gradient_ratio(uids, rewards)
         if self._rollouts:
-            stats = allocation_stats(np.concatenate(self._rollouts))
+            drawn = np.concatenate(self._rollouts)
+            metrics["knapsack/rollouts"] = float(drawn.sum())
+            stats = allocation_stats(drawn)
             for k in ("min", "mean", "max"):
                 metrics[f"knapsack/rollouts_per_prompt/{k}"] = stats[f"rollouts_per_prompt/{k}"]
             metrics["knapsack/allocation_seconds"] = self._seconds
