@@ -832,6 +832,17 @@ def test_two_rounds_share_uids_and_spend_the_step_budget(kv, rounds_trainer):
     assert "knapsack/pilot_seconds" in metrics
 
 
+def test_manager_builds_the_rounds_workers(kv):
+    from omegaconf import OmegaConf
+    from verl.utils.import_utils import load_class_from_fqn
+
+    cls = load_class_from_fqn(kv.MANAGER, "AgentLoopManager")  # as verl's TaskRunner does
+    assert cls is kv.KnapsackAgentLoopManager
+    cfg = OmegaConf.create({"actor_rollout_ref": {"rollout": {"n": 4}, "model": {}}})
+    manager = cls(config=cfg, llm_client=None)
+    assert manager.agent_loop_workers_class is kv.KnapsackAgentLoopWorker
+
+
 def test_two_rounds_skip_failed_pilots(kv):
     kcfg = kv.KnapsackVerlConfig(method="rounds", tracker="beta")
     state = kv.KnapsackState(kcfg, rollout_n=8)
