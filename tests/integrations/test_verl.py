@@ -854,3 +854,71 @@ def test_two_rounds_skip_failed_pilots(kv):
     assert extra[3] == 0 and extra.sum() > 0
     with pytest.raises(ValueError, match="session id"):
         state.observe(uids, [0.0] * 4)
+
+
+def test_rounds_priors_from_columns_and_a_previous_tracker(kv, data_dir, tmp_path, monkeypatch):
+    import verl.trainer.ppo.v1.trainer_base as tb
+
+    from knapsack_rl.tracking import make_tracker
+
+    old = make_tracker("beta")
+    old.update([3] * 8, [1.0] * 8)  # a previous run solved prompt 3
+    path = tmp_path / "old_tracker.npz"
+    old.save(str(path))
+    for extra, message in [
+        (("knapsack.prior_group_column=data_source",), "only used by knapsack.method=rounds"),
+        (("knapsack.method=rounds", "knapsack.prior_half_life=0"), "prior_half_life"),
+        (
+            ("knapsack.method=rounds", f"knapsack.prior_tracker={tmp_path}/none.npz"),
+            "cannot be read",
+        ),
+    ]:
+        with pytest.raises(kv.KnapsackConfigError, match=message):
+            kv.check_config(compose(kv, data_dir, tmp_path, *extra))
+
+    fake = FakeTQ()
+    monkeypatch.setattr(tb, "tq", fake)
+    monkeypatch.setattr(kv, "tq", fake)
+
+    def build(*extra):
+        cfg = compose(
+            kv, data_dir, tmp_path / "ckpt", "knapsack.method=rounds", "knapsack.rounds=1", *extra
+        )
+        t = kv.KnapsackPPOTrainer(cfg)
+        t.tokenizer = t.processor = None
+        t._init_dataloader()
+        return t
+
+    with pytest.raises(kv.KnapsackConfigError, match="knapsack.prior_group_column='level'"):
+        build("knapsack.prior_group_column=level")
+    with pytest.raises(kv.KnapsackConfigError, match="no training row has it"):
+        build("knapsack.pass_rate_column=extra_info.rate")
+    t = build("knapsack.prior_group_column=extra_info.split", f"knapsack.prior_tracker={path}")
+    priors = t.knapsack.planner.priors
+    assert priors.offline == {3: old.stats([3]).p[0]}  # seeded from the previous run's tracker
+    assert priors.offline[3] > 0.8
+    t.global_steps = 1
+    t.agent_loop_manager = type("M", (), {"generate_sequences": lambda self, b: None})()
+    batch = t._next_train_batch()
+    t._submit_batch_to_rollout(batch)
+    ids = [int(i) for i in batch["index"]]
+    assert all(priors.groups[i] == "train" for i in ids)
+
+    # the batch helper: a top-level column, extra_info.<key>, and a clear error otherwise
+    assert kv.batch_column(batch, "data_source")[0] == "openai/gsm8k"
+    assert kv.batch_column(batch, "extra_info.index") == ids
+    assert kv.batch_column(batch, "extra_info.rate") == [None] * len(ids)
+    with pytest.raises(kv.KnapsackConfigError, match="not in the training batch"):
+        kv.batch_column(batch, "level")
+
+
+def test_offline_rates_reach_the_priors(kv):
+    kcfg = kv.KnapsackVerlConfig(method="rounds", rounds=1, oversample=1, tracker="beta")
+    state = kv.KnapsackState(kcfg, rollout_n=4)
+    r = state.allocate(
+        ["a", "b", "c", "d"], [0, 1, 2, 3], groups=["x", "x", "y", "y"], rates=[0.0, 0.5, None, 1.0]
+    )
+    assert r.sum() == 16
+    assert state.planner.priors.offline == {0: 0.0, 1: 0.5, 3: 1.0}
+    assert state.planner.priors.groups == {0: "x", 1: "x", 2: "y", 3: "y"}
+    assert r[1] >= max(r[0], r[3])  # an offline rate of 0.5 is worth the most draws

@@ -66,6 +66,7 @@ from knapsack_rl.allocation.rounds import VALUES
 from knapsack_rl.metrics import allocation_stats, effective_gradient_ratio, pilot_stats
 from knapsack_rl.tracking import TRACKERS, Tracker, load_tracker, make_tracker
 from knapsack_rl.tracking.planner import RoundPlanner
+from knapsack_rl.tracking.priors import PriorModel
 
 
 def _allocate(allocator: Allocator, tracker: Tracker, ids: list, budget: int):
@@ -152,6 +153,13 @@ class KnapsackVerlConfig:
         pilot: rollouts per prompt in the pilot round (``rounds=2``).
         oversample: ``rounds`` draws ``oversample * train_batch_size`` prompts per step for
             the same ``train_batch_size * rollout.n`` rollouts.
+        prior_group_column: ``rounds``: dataset column pooling the priors (a level, source
+            or topic); a top-level column, or ``extra_info.<key>``.
+        pass_rate_column: ``rounds``: dataset column (same addressing) with an offline
+            pass rate in [0, 1]; missing values mean unknown.
+        prior_tracker: ``rounds``: a previous run's tracker file (``knapsack_tracker.npz``)
+            whose estimates seed the priors of the prompts it has seen.
+        prior_half_life: ``rounds``: steps until a prompt's own evidence counts half.
         tracker: success-rate tracker kind (``paper``, ``window``, ``beta``).
         tracker_kwargs: extra arguments for the tracker (e.g. ``{window: 32}``).
         min_rollouts: smallest group per prompt (>= 2: verl's GRPO gives a
@@ -167,6 +175,10 @@ class KnapsackVerlConfig:
     rounds: int = defaults.ROUNDS
     pilot: int = defaults.PILOT
     oversample: int = defaults.OVERSAMPLE
+    prior_group_column: str | None = None
+    pass_rate_column: str | None = None
+    prior_tracker: str | None = None
+    prior_half_life: float = defaults.PRIOR_HALF_LIFE
     tracker: str = "paper"
     tracker_kwargs: dict = field(default_factory=dict)
     min_rollouts: int = 2
@@ -278,6 +290,10 @@ def check_config(config) -> KnapsackVerlConfig:
         )
     if kcfg.method == "rounds" and not problems:
         problems += _rounds_problems(config, kcfg, n)
+    elif kcfg.method != "rounds":
+        for name in ("prior_group_column", "pass_rate_column", "prior_tracker"):
+            if getattr(kcfg, name) is not None:
+                problems.append(f"knapsack.{name} is only used by knapsack.method=rounds")
     if problems:
         raise KnapsackConfigError(
             "knapsack-rl cannot start verl with these settings:\n  - " + "\n  - ".join(problems)
@@ -307,6 +323,14 @@ def _rounds_problems(config, kcfg: KnapsackVerlConfig, n: int) -> list[str]:
             f"on average, fewer than the {need} it needs (min_rollouts, pilot); raise rollout.n "
             "or lower oversample"
         )
+    hl = kcfg.prior_half_life
+    if isinstance(hl, bool) or not isinstance(hl, (int, float)) or not 0 < hl < float("inf"):
+        problems.append(f"knapsack.prior_half_life={hl!r}: must be a number > 0")
+    if kcfg.prior_tracker is not None:
+        try:
+            load_tracker(str(kcfg.prior_tracker))
+        except (OSError, ValueError, KeyError) as e:
+            problems.append(f"knapsack.prior_tracker={kcfg.prior_tracker!r}: cannot be read ({e})")
     train = int(config.data.train_batch_size)
     gen = int(config.data.get("gen_batch_size", None) or train)
     if (kcfg.oversample * train) % gen:
@@ -369,6 +393,43 @@ def check_prompt_ids(dataset, key: str) -> None:
         )
 
 
+def check_prior_columns(dataset, kcfg: KnapsackVerlConfig) -> None:
+    """Start-up check that the columns of ``prior_group_column``/``pass_rate_column`` exist."""
+    frame = getattr(dataset, "dataframe", None)
+    if frame is None or not hasattr(frame, "column_names"):
+        return  # custom dataset: checked on the first batch instead
+    columns = list(frame.column_names)
+    for setting in ("prior_group_column", "pass_rate_column"):
+        name = getattr(kcfg, setting)
+        if name is None or name in columns:
+            continue
+        head, _, sub = name.partition(".")
+        if head == "extra_info" and sub and "extra_info" in columns:
+            if any(isinstance(e, dict) and sub in e for e in frame["extra_info"]):
+                continue
+            raise KnapsackConfigError(f"knapsack.{setting}={name!r}: no training row has it")
+        raise KnapsackConfigError(
+            f"knapsack.{setting}={name!r}: no such column in the training data "
+            f"(columns: {columns}; or extra_info.<key>)"
+        )
+
+
+def batch_column(batch, name: str | None) -> list | None:
+    """Values of dataset column ``name`` for a verl batch: a top-level field, or
+    ``extra_info.<key>`` (None where a row's ``extra_info`` lacks the key)."""
+    if name is None:
+        return None
+    if name in batch.keys():
+        return _as_list(batch[name])
+    head, _, sub = name.partition(".")
+    if head == "extra_info" and sub and "extra_info" in batch.keys():
+        return [(e or {}).get(sub) if isinstance(e, dict) else None for e in _as_list(batch[head])]
+    raise KnapsackConfigError(
+        f"column {name!r} is not in the training batch (fields: {sorted(batch.keys())}); "
+        "name a dataset column or extra_info.<key>"
+    )
+
+
 def _hashable(v):
     if isinstance(v, (list, tuple, np.ndarray)):
         return tuple(np.asarray(v).ravel().tolist())
@@ -417,7 +478,10 @@ class KnapsackState:
                 min_rollouts=kcfg.min_rollouts,
                 max_rollouts=kcfg.max_rollouts,
                 value=kcfg.value,
+                priors=PriorModel(half_life=float(kcfg.prior_half_life)),
             )
+            if kcfg.prior_tracker is not None:
+                self.planner.priors.set_offline_from_tracker(load_tracker(kcfg.prior_tracker))
             self.oversample = int(kcfg.oversample)
         self._uid_pid: dict[str, Any] = {}
         self._uid_pos: dict[str, int] = {}
@@ -437,15 +501,24 @@ class KnapsackState:
         uniform step has ``1 / oversample`` of the prompts a ``rounds`` step draws."""
         return max(prompts * self.rollout_n // self.oversample, prompts * self.kcfg.min_rollouts)
 
-    def allocate(self, uids: list, prompt_ids: list) -> np.ndarray:
+    def allocate(self, uids: list, prompt_ids: list, groups=None, rates=None) -> np.ndarray:
         """Rollouts per prompt for one submitted batch: the whole group (one-shot methods,
-        ``rounds=1``), or the pilot (``rounds=2``); int64, shape ``(len(uids),)``."""
+        ``rounds=1``), or the pilot (``rounds=2``); int64, shape ``(len(uids),)``.
+
+        ``groups`` (a pool key per prompt) and ``rates`` (offline pass rates, None or NaN
+        for unknown) feed the priors of ``rounds``."""
         if len(uids) != len(prompt_ids):
             raise ValueError(f"{len(uids)} uids but {len(prompt_ids)} prompt ids")
         budget = self.budget(len(uids))
         t0 = time.perf_counter()
         ids = [_hashable(p) for p in prompt_ids]
         if self.planner is not None:
+            if groups is not None:
+                self.planner.priors.set_groups(ids, [_hashable(g) for g in groups])
+            if rates is not None:
+                self.planner.priors.set_offline(
+                    ids, [np.nan if v is None else float(v) for v in rates]
+                )
             r = np.asarray(self.planner.start(ids, budget), np.int64)
             self._uid_pos = {str(u): k for k, u in enumerate(uids)}
         else:
@@ -650,6 +723,7 @@ class KnapsackPPOTrainer(PPOTrainerSync):
     def _init_dataloader(self):
         super()._init_dataloader()
         check_prompt_ids(self.train_dataset, self.knapsack_config.prompt_id_key)
+        check_prior_columns(self.train_dataset, self.knapsack_config)
 
     # allocation
     def _next_train_batch(self, num_prompts: int | None = None):
@@ -668,7 +742,12 @@ class KnapsackPPOTrainer(PPOTrainerSync):
                 f"(fields: {sorted(batch.keys())})"
             )
         uids = [str(u) for u in _as_list(batch["uid"])]
-        rollouts = self.knapsack.allocate(uids, _as_list(batch[key]))
+        rollouts = self.knapsack.allocate(
+            uids,
+            _as_list(batch[key]),
+            groups=batch_column(batch, self.knapsack_config.prior_group_column),
+            rates=batch_column(batch, self.knapsack_config.pass_rate_column),
+        )
         batch["__rollout_n__"] = torch.as_tensor(rollouts, dtype=torch.int64)
         submitted = super()._submit_batch_to_rollout(batch)
         if not self.knapsack.two_rounds:
@@ -815,7 +894,9 @@ __all__ = [
     "SUPPORTED_VERL",
     "TRACKER_FILE",
     "TRAINER_NAME",
+    "batch_column",
     "check_config",
+    "check_prior_columns",
     "check_prompt_ids",
     "compose_config",
     "launch_overrides",
