@@ -485,7 +485,7 @@ class KnapsackState:
             self.oversample = int(kcfg.oversample)
         self._uid_pid: dict[str, Any] = {}
         self._uid_pos: dict[str, int] = {}
-        self._pilot: np.ndarray | None = None  # rounds=2: the pilot's counts and successes
+        self._pilot: np.ndarray | None = None  # rounds=2: the pilot's planned counts
         self._pilot_drawn: tuple[np.ndarray, np.ndarray] | None = None
         self._rollouts: list[np.ndarray] = []
         self._seconds = 0.0
