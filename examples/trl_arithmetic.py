@@ -132,6 +132,10 @@ def greedy_accuracy(model, tok, examples, max_new_tokens: int, batch: int = 32) 
     return {lv: sum(v) / len(v) for lv, v in sorted(hits.items())}
 
 
+def _discount(v: str) -> float | str:
+    return v if v == "auto" else float(v)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="transformers model folder (default: bundled SmolLM2-135M)")
@@ -140,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         "--method", default="knapsack", choices=["knapsack", "paper", "bayes", "uniform", "rounds"]
     )
     ap.add_argument("--tracker", default="beta", choices=["beta", "window", "paper"])
+    ap.add_argument(
+        "--discount", default=None, help="beta tracker: forgetting factor per visit, or 'auto'"
+    )
     ap.add_argument("--steps", type=int, default=16, help="optimizer steps (one generation each)")
     ap.add_argument("--prompts", type=int, default=4, help="prompts per uniform generation step")
     ap.add_argument("--rollouts", type=int, default=8, help="rollouts per prompt of a uniform step")
@@ -148,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         "--oversample", type=int, default=None, help="rounds: prompts per uniform prompt (2)"
     )
     ap.add_argument("--value", default=None, help="rounds: value model (grpo)")
+    ap.add_argument(
+        "--prior-half-life",
+        type=float,
+        default=None,
+        help="rounds: steps until evidence counts half (20)",
+    )
     ap.add_argument("--train-size", type=int, default=16, help="training prompts (cycled)")
     ap.add_argument("--eval-size", type=int, default=48, help="test prompts for greedy accuracy")
     ap.add_argument("--lr", type=float, default=2e-5)
@@ -165,11 +178,18 @@ def main(argv: list[str] | None = None) -> int:
             output_dir=a.output_dir,
             allocation_method=a.method,
             **{
-                k: v for k, v in (("oversample", a.oversample), ("value", a.value)) if v is not None
+                k: v
+                for k, v in (
+                    ("oversample", a.oversample),
+                    ("value", a.value),
+                    ("prior_half_life", a.prior_half_life),
+                )
+                if v is not None
             },
             prior_group_column="level" if a.method == "rounds" else None,  # priors pooled by level
             remove_unused_columns=False,  # keep id and level for the tracker and the priors
             tracker=a.tracker,
+            tracker_kwargs={} if a.discount is None else {"discount": _discount(a.discount)},
             rollouts_per_prompt=a.rollouts,
             num_generations=a.rollouts,
             min_rollouts=2,

@@ -802,6 +802,9 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         if pilot is not None:
             record["pilot"] = pilot
             record["pilot_successes"] = pilot_successes
+        if self.planner is not None:  # the prior mean each prompt's plan started from
+            a, b = self.planner.prior_a, self.planner.prior_b
+            record["prior_mean"] = np.round(a / (a + b), 4)
         self.allocation_history.append(record)
         return output
 
