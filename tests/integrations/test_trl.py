@@ -404,6 +404,8 @@ def test_rounds_pilot_then_planned_rest(tmp_path):
     np.testing.assert_allclose(
         h["pilot_successes"], np.bincount(group[:16], weights=rewards[:16], minlength=8)
     )
+    a, b = tr.planner.prior_a, tr.planner.prior_b  # and the prior mean the plan started from
+    np.testing.assert_allclose(h["prior_mean"], np.round(a / (a + b), 4))
     # the tracker saw every rollout once
     st = tr.tracker.stats([f"p{i}" for i in range(8)])
     np.testing.assert_allclose(st.attempts, rollouts)
