@@ -62,6 +62,11 @@ VARIANTS: dict[str, tuple[dict, float | None]] = {
     "rounds-coba-ov2": ({"method": "rounds", "value": "coba", "pilot": 2, "oversample": 2}, None),
     # after the SmolLM2 runs, for information: a smaller size credit (BENCHMARKS.md)
     "rounds-grpo-1-ov2": ({"method": "rounds", "value": "grpo", "pilot": 2, "oversample": 2}, 1.0),
+    # after the SmolLM2 prior diagnostics: the beta tracker's forgetting factor chosen online
+    "rounds-grpo-ov2-auto": (
+        {"method": "rounds", "value": "grpo", "pilot": 2, "oversample": 2, "discount": "auto"},
+        10.0,
+    ),
 }
 LAST = 3
 

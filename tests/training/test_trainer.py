@@ -104,14 +104,28 @@ def test_rounds_oversample_draws_more_prompts_at_the_same_budget(tmp_path):
         cfg.replace(oversample=5).validate()
 
 
+def test_auto_discount_is_logged(tmp_path):
+    cfg = tiny(tmp_path, method="rounds", rollouts_per_prompt=5, steps=3, eval_every=0)
+    Trainer(cfg.replace(discount="auto"), reward_fn=_graded).run()
+    m = _lines(tmp_path / "run" / "metrics.jsonl")
+    assert all(x["tracker/discount"] in (0.9, 1.0, 0.7, 0.5, 0.3) for x in m)
+    Trainer(cfg.replace(run_dir=str(tmp_path / "fixed")), reward_fn=_graded).run()
+    assert all("tracker/discount" not in x for x in _lines(tmp_path / "fixed" / "metrics.jsonl"))
+
+
 # rounds: a pilot of 2 x 4 prompts, then a second wave of 12 (the rest of 4 x 5)
 ROUNDS = dict(method="rounds", pilot=2, rollouts_per_prompt=5, oversample=1)
 
 
 @pytest.mark.parametrize(
     "kw, crash_size",
-    [(dict(method="knapsack"), 16), (dict(method="bayes"), 16), (ROUNDS, 12)],
-    ids=["knapsack", "bayes", "rounds"],
+    [
+        (dict(method="knapsack"), 16),
+        (dict(method="bayes"), 16),
+        (ROUNDS, 12),
+        ({**ROUNDS, "discount": "auto"}, 12),
+    ],
+    ids=["knapsack", "bayes", "rounds", "rounds-auto-discount"],
 )
 def test_resume_equals_uninterrupted(tmp_path, kw, crash_size):
     full = Trainer(tiny(tmp_path, "full", **kw), reward_fn=_graded)
@@ -405,6 +419,7 @@ def test_jsonl_task_runs_with_builtin_model(tmp_path):
         (["--kl-coef", "-1"], "kl_coef must be a finite number >= 0"),
         (["--advantage-clip", "0"], "advantage_clip must be a finite number > 0"),
         (["--discount", "1.5"], "discount must be a finite number > 0 and <= 1"),
+        (["--discount", "fast"], "discount must be a number in (0, 1] or 'auto', got 'fast'"),
     ],
 )
 def test_numeric_flags_checked_at_startup(tmp_path, capsys, flags, msg):

@@ -198,7 +198,10 @@ class TrainConfig(_ConfigMixin):
     min_rollouts: int = _f(defaults.MIN_ROLLOUTS, "L: smallest group per prompt")
     max_rollouts: int = _f(defaults.MAX_ROLLOUTS, "U: largest group per prompt")
     window: int = _f(defaults.WINDOW, "window tracker: rewards kept per prompt")
-    discount: float = _f(defaults.BETA_DISCOUNT, "beta tracker: forgetting factor per visit")
+    discount: float | str = _f(
+        defaults.BETA_DISCOUNT,
+        "beta tracker: forgetting factor per visit, or 'auto' (chosen by predictive likelihood)",
+    )
     success_threshold: float = _f(
         defaults.SUCCESS_THRESHOLD,
         "a rollout counts as a success for the tracker when its reward is >= this",
@@ -357,9 +360,13 @@ class TrainConfig(_ConfigMixin):
             "discount": (0, False, 1, True),
             "success_threshold": (-math.inf, False, math.inf, False),
         }
+        if isinstance(self.discount, str) and self.discount != "auto":
+            raise ConfigError(
+                f"discount must be a number in (0, 1] or 'auto', got {self.discount!r}"
+            )
         for name, (lo, lo_in, hi, hi_in) in ranges.items():
             v = getattr(self, name)
-            if v is None and name == "advantage_clip":
+            if (v is None and name == "advantage_clip") or (name == "discount" and v == "auto"):
                 continue
             ok = (
                 math.isfinite(v)
@@ -496,6 +503,11 @@ def _scalar(base, v):
         return int(str(v).strip()) if isinstance(v, str) else int(v)
     if base is float:
         return float(v)
+    if set(typing.get_args(base)) == {float, str}:  # a number or a word (discount: "auto")
+        try:
+            return float(v)
+        except ValueError:
+            return str(v).strip()
     return str(v).strip() if isinstance(v, str) else str(v)
 
 

@@ -45,8 +45,8 @@ class DemoConfig(TrainConfig):
     eval_every: int = _f(25, "evaluate every K steps")
     max_rollouts: int = _f(64, "U: largest group per prompt (the demo's measured setting)")
     window: int = _f(16, "window tracker: rewards kept per prompt (the demo's measured setting)")
-    discount: float = _f(
-        0.7, "beta tracker: forgetting factor per visit (the demo's measured setting)"
+    discount: float | str = _f(
+        0.7, "beta tracker: forgetting factor per visit, or 'auto' (the demo's measured setting)"
     )
     sft_noise: float = _f(
         0.1,

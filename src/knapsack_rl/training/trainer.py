@@ -301,6 +301,8 @@ class Trainer:
             s1 = np.bincount(pilot.group, weights=won, minlength=len(idx)).astype(int)
             arec["pilot"], arec["pilot_successes"] = n1.tolist(), s1.tolist()
             rec.update(pilot_stats(n1, s1, counts))
+        if getattr(self.tracker, "discount", None) == "auto":
+            rec["tracker/discount"] = self.tracker.discount_in_use
         return rec, arec
 
     def _rollout(self, idx: list[int], counts: np.ndarray):
