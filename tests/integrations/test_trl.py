@@ -418,6 +418,15 @@ def test_rounds_pilot_then_planned_rest(tmp_path):
     assert logged["rounds/rest_to_tied"][-1] == rest[4:].sum() / 16
 
 
+def test_auto_discount_is_logged(tmp_path):
+    tr = rounds_trainer(tmp_path, ByPrompt(), tracker_kwargs={"discount": "auto"})
+    assert tr.tracker.discount == "auto" and tr.planner.tracker is tr.tracker
+    batch = [tr.train_dataset[i] for i in range(8) for _ in range(4)]
+    tr.model.train()
+    tr._generate_and_score_completions(batch)
+    assert tr._metrics["train"]["tracker/discount"] == [tr.tracker.discount_in_use]
+
+
 @pytest.mark.parametrize("steps_per_generation", [1, 2])
 def test_rounds_trains(tmp_path, steps_per_generation):
     """Real training with rounds=2: each generation step draws 8 prompts and spends 32

@@ -796,6 +796,8 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         if in_rounds:
             for key, value in pilot_stats(pilot, pilot_successes, rollouts).items():
                 metrics[key].append(value)
+        if getattr(self.tracker, "discount", None) == "auto":
+            metrics["tracker/discount"].append(self.tracker.discount_in_use)
         record = {"step": int(self.state.global_step), "prompt_ids": list(prompt_ids)}
         record["rollouts"] = rollouts
         record["successes"] = successes
