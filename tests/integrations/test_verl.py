@@ -912,6 +912,17 @@ def test_rounds_priors_from_columns_and_a_previous_tracker(kv, data_dir, tmp_pat
         kv.batch_column(batch, "level")
 
 
+def test_auto_discount_is_logged(kv):
+    kcfg = kv.KnapsackVerlConfig(
+        method="rounds", rounds=1, oversample=1, tracker="beta", tracker_kwargs={"discount": "auto"}
+    )
+    state = kv.KnapsackState(kcfg, rollout_n=4)
+    r = state.allocate(["a", "b"], [0, 1])
+    uids = ["a"] * int(r[0]) + ["b"] * int(r[1])
+    m = state.observe(uids, [1.0, 0.0] * 4)
+    assert m["knapsack/tracker/discount"] == state.tracker.discount_in_use
+
+
 def test_offline_rates_reach_the_priors(kv):
     kcfg = kv.KnapsackVerlConfig(method="rounds", rounds=1, oversample=1, tracker="beta")
     state = kv.KnapsackState(kcfg, rollout_n=4)

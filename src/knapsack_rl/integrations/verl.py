@@ -593,6 +593,8 @@ class KnapsackState:
         if self.two_rounds:
             metrics["knapsack/pilot_seconds"] = self.pilot_seconds
         metrics.update(pilot_metrics)
+        if getattr(self.tracker, "discount", None) == "auto":
+            metrics["knapsack/tracker/discount"] = self.tracker.discount_in_use
         metrics["knapsack/tracked_prompts"] = float(len(self.tracker))
         self._rollouts, self._seconds, self.pilot_seconds = [], 0.0, 0.0
         return metrics
