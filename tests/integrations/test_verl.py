@@ -912,6 +912,37 @@ def test_rounds_priors_from_columns_and_a_previous_tracker(kv, data_dir, tmp_pat
         kv.batch_column(batch, "level")
 
 
+def test_wait_for_round_polls_until_every_group_ends(kv, monkeypatch):
+    import torch
+
+    fake = FakeTQ()
+    monkeypatch.setattr(kv, "tq", fake)
+    fake.kv_batch_put(["u1", "u2"], "train", tags=[{"is_prompt": True, "status": "running"}] * 2)
+    fake.kv_batch_put(
+        ["u1_0_0", "u1_1_0", "u2_0_0"],
+        "train",
+        tags=[{"status": "success"}] * 3,
+        fields={"rm_scores": [torch.tensor([0.0, r]) for r in (1.0, 0.0, 1.0)]},
+    )
+    polls = []
+    listing = fake.kv_list
+
+    def kv_list(partition_id=None):
+        polls.append(1)
+        if len(polls) == 2:  # u1 ends; u2's session fails
+            fake.tags["u1"]["status"], fake.tags["u2"]["status"] = "finished", "failure"
+        return listing(partition_id)
+
+    monkeypatch.setattr(fake, "kv_list", kv_list)
+    uids, sessions, rewards, failed = kv.wait_for_round(["u1", "u2"], poll_seconds=0)
+    assert len(polls) == 2 and failed == ["u2"]
+    assert sorted(zip(uids, sessions.tolist(), rewards.tolist())) == [
+        ("u1", 0, 1.0),
+        ("u1", 1, 0.0),
+        ("u2", 0, 1.0),
+    ]
+
+
 def test_auto_discount_is_logged(kv):
     kcfg = kv.KnapsackVerlConfig(
         method="rounds", rounds=1, oversample=1, tracker="beta", tracker_kwargs={"discount": "auto"}

@@ -96,8 +96,8 @@ MANAGER = f"{MODULE}.KnapsackAgentLoopManager"
 SESSION_OFFSET = "__session_offset__"
 """Batch field of a second round: the first session id of each prompt (its pilot's size)."""
 
-POLL_SECONDS = 0.2
-"""How often the driver checks whether the pilot round has finished."""
+POLL_SECONDS = 1.0
+"""How often the driver checks whether the pilot round has finished (verl's replay buffer: 2 s)."""
 
 ADV_ESTIMATORS = ("grpo", "grpo_vectorized")
 """verl advantage estimators that group by uid and accept groups of any size."""
