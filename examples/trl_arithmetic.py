@@ -132,6 +132,9 @@ def greedy_accuracy(model, tok, examples, max_new_tokens: int, batch: int = 32) 
     return {lv: sum(v) / len(v) for lv, v in sorted(hits.items())}
 
 
+LOGGED = ("step", "reward", "effective_gradient_ratio", "frac_reward_zero_std")
+
+
 def _discount(v: str) -> float | str:
     return v if v == "auto" else float(v)
 
@@ -273,11 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         "train_seconds": seconds,
         "greedy_before": {str(lv): v for lv, v in before.items()},
         "greedy_after": {str(lv): v for lv, v in after.items()},
-        "log": [  # per optimizer step: mean reward and the share of informative rollouts
-            {
-                k: log[k]
-                for k in ("step", "reward", "effective_gradient_ratio", "frac_reward_zero_std")
-            }
+        "log": [  # per optimizer step: mean reward, informative share, rounds diagnostics
+            {k: v for k, v in log.items() if k in LOGGED or k.startswith(("rounds/", "tracker/"))}
             for log in trainer.state.log_history
             if "reward" in log
         ],

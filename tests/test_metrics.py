@@ -15,6 +15,7 @@ from knapsack_rl.metrics import (
     group_index,
     pilot_stats,
     step_metrics,
+    tie_break_stats,
 )
 
 # groups: a = [1, 0, 0, 1] (mixed), b = [1, 1] (all equal), c = [0, 1, 0] (mixed), d = [1] (size 1)
@@ -94,6 +95,17 @@ def test_allocation_stats_and_step_metrics():
     assert m["frac_reward_zero_std"] == pytest.approx(0.5)
     assert m["rollouts_per_prompt/max"] == 4.0 and m["rollouts_per_prompt/min"] == 1.0
     assert m["prompts"] == 4 and m["rollouts"] == 10
+
+
+def test_tie_break_stats_by_hand():
+    # prior Beta(1, 1); prompt 0: 2/2 pilot then 2 more, final 3/4 (broke);
+    # prompt 1: 0/2 then 3 more, final 0/5 (held); prompt 2 mixed; prompt 3: 2/2, nothing more
+    out = tie_break_stats([1] * 4, [1] * 4, [2, 2, 2, 2], [2, 0, 1, 2], [4, 5, 4, 2], [3, 0, 2, 2])
+    # after 2/2 under Beta(1, 1): p ~ Beta(3, 1), P(2 more all succeed) = E[p^2] = 3/5
+    # after 0/2: p ~ Beta(1, 3), P(3 more all fail) = E[(1-p)^3] = B(1, 6) / B(1, 3) = 1/2
+    assert out["rounds/tie_break_predicted"] == pytest.approx(((1 - 3 / 5) + (1 - 1 / 2)) / 2)
+    assert out["rounds/tie_break_realized"] == 0.5
+    assert tie_break_stats([1], [1], [2], [1], [4], [2]) == {}  # no tied pilot
 
 
 def test_pilot_stats_by_hand():

@@ -20,6 +20,7 @@ __all__ = [
     "frac_reward_zero_std",
     "allocation_stats",
     "pilot_stats",
+    "tie_break_stats",
     "step_metrics",
 ]
 
@@ -159,6 +160,47 @@ def pilot_stats(pilot, pilot_successes, rollouts) -> dict[str, float]:
         "rounds/rest_to_tied": float(rest[correct | wrong].sum() / rest.sum())
         if rest.sum()
         else 0.0,
+    }
+
+
+def tie_break_stats(
+    prior_a, prior_b, pilot, pilot_successes, rollouts, successes
+) -> dict[str, float]:
+    """How well the plan foresaw which tied pilots its later rollouts would break.
+
+    Args:
+        prior_a, prior_b: (M,) the Beta prior each prompt's plan started from.
+        pilot, pilot_successes: (M,) first-round rollouts and their successes.
+        rollouts, successes: (M,) over all rounds.
+    Returns:
+        Over the prompts whose pilot tied (all successes or all failures) and that got
+        more rollouts: ``rounds/tie_break_predicted``, the mean posterior probability
+        that those rollouts break the tie (``1 - E[p^m]`` after an all-correct pilot,
+        ``1 - E[(1-p)^m]`` after an all-wrong one, ``p ~ Beta(a + s, b + n - s)``), and
+        ``rounds/tie_break_realized``, the share that did. Empty when no such prompt.
+        Predicted well above realized means the priors overrate tied prompts: the
+        later rounds go to ties that hold (docs/method.md, "When screening costs").
+    """
+    from scipy.special import betaln
+
+    a0 = np.asarray(prior_a, dtype=np.float64).reshape(-1)
+    b0 = np.asarray(prior_b, dtype=np.float64).reshape(-1)
+    n = np.asarray(pilot, dtype=np.float64).reshape(-1)
+    s = np.asarray(pilot_successes, dtype=np.float64).reshape(-1)
+    total = np.asarray(rollouts, dtype=np.float64).reshape(-1)
+    won = np.asarray(successes, dtype=np.float64).reshape(-1)
+    m = total - n
+    correct, wrong = (n > 0) & (s >= n), (n > 0) & (s <= 0)
+    pick = (correct | wrong) & (m > 0)
+    if not pick.any():
+        return {}
+    a, b = a0 + s, b0 + n - s
+    stay = np.where(correct, betaln(a + m, b), betaln(a, b + m)) - betaln(a, b)
+    predicted = 1.0 - np.exp(stay)
+    realized = (won > 0) & (won < total)
+    return {
+        "rounds/tie_break_predicted": float(predicted[pick].mean()),
+        "rounds/tie_break_realized": float(realized[pick].mean()),
     }
 
 

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from scipy.special import betaln
 
 pytest.importorskip("trl")
 torch = pytest.importorskip("torch")
@@ -416,6 +417,12 @@ def test_rounds_pilot_then_planned_rest(tmp_path):
     assert logged["rounds/pilot_all_correct"][-1] == 0.25
     assert logged["rounds/pilot_all_wrong"][-1] == 0.25
     assert logged["rounds/rest_to_tied"][-1] == rest[4:].sum() / 16
+    # p4, p5 (all correct) and p6, p7 (all wrong) never break their ties here
+    assert logged["rounds/tie_break_realized"][-1] == 0.0
+    a, b = tr.planner.prior_a[4:], tr.planner.prior_b[4:]
+    m, k = rest[4:], np.array([2, 2, 0, 0])
+    stay = np.where(k == 2, betaln(a + k + m, b), betaln(a, b + 2 + m)) - betaln(a + k, b + 2 - k)
+    assert logged["rounds/tie_break_predicted"][-1] == pytest.approx(np.mean(1 - np.exp(stay)))
 
 
 def test_auto_discount_is_logged(tmp_path):

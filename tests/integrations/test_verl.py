@@ -830,6 +830,9 @@ def test_two_rounds_share_uids_and_spend_the_step_budget(kv, rounds_trainer):
         np.mean([RATE[index[u] % 3] == 0.0 for u in uids])
     )
     assert "knapsack/pilot_seconds" in metrics
+    # the tied pilots (p = 1 or 0) got more rollouts, and none of them broke its tie
+    assert metrics["knapsack/rounds/tie_break_realized"] == 0.0
+    assert 0 < metrics["knapsack/rounds/tie_break_predicted"] < 1
 
 
 def test_manager_builds_the_rounds_workers(kv):

@@ -94,6 +94,13 @@ def test_rounds_oversample_draws_more_prompts_at_the_same_budget(tmp_path):
         assert x["rounds/pilot_all_correct"] == np.mean([s == 2 for s in y["pilot_successes"]])
         rest = np.subtract(y["rollouts"], y["pilot"])
         assert x["rounds/rest_to_tied"] == pytest.approx(rest[tied].sum() / 4)
+        planned = np.asarray(tied) & (rest > 0)  # tied pilots that got more: did they break?
+        broke = [0 < s < n for s, n in zip(y["successes"], y["rollouts"])]
+        if planned.any():
+            assert x["rounds/tie_break_realized"] == np.mean(np.asarray(broke)[planned])
+            assert 0 < x["rounds/tie_break_predicted"] < 1
+        else:
+            assert "rounds/tie_break_realized" not in x
     with pytest.raises(ConfigError, match="leaving nothing for later rounds"):
         cfg.replace(rollouts_per_prompt=4).validate()
     with pytest.raises(ConfigError, match="oversample"):

@@ -61,6 +61,7 @@ from knapsack_rl.metrics import (
     effective_gradient_ratio,
     frac_reward_zero_std,
     pilot_stats,
+    tie_break_stats,
 )
 from knapsack_rl.tracking import TRACKERS, Tracker, load_tracker, make_tracker
 from knapsack_rl.tracking.planner import RoundPlanner
@@ -794,7 +795,11 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             if key.startswith("rollouts_per_prompt/"):
                 metrics[key].append(value)
         if in_rounds:
-            for key, value in pilot_stats(pilot, pilot_successes, rollouts).items():
+            a, b = self.planner.prior_a, self.planner.prior_b
+            for key, value in {
+                **pilot_stats(pilot, pilot_successes, rollouts),
+                **tie_break_stats(a, b, pilot, pilot_successes, rollouts, successes),
+            }.items():
                 metrics[key].append(value)
         if getattr(self.tracker, "discount", None) == "auto":
             metrics["tracker/discount"].append(self.tracker.discount_in_use)

@@ -63,7 +63,12 @@ import numpy as np
 from knapsack_rl import Allocator, defaults
 from knapsack_rl.allocation import METHODS
 from knapsack_rl.allocation.rounds import VALUES
-from knapsack_rl.metrics import allocation_stats, effective_gradient_ratio, pilot_stats
+from knapsack_rl.metrics import (
+    allocation_stats,
+    effective_gradient_ratio,
+    pilot_stats,
+    tie_break_stats,
+)
 from knapsack_rl.tracking import TRACKERS, Tracker, load_tracker, make_tracker
 from knapsack_rl.tracking.planner import RoundPlanner
 from knapsack_rl.tracking.priors import PriorModel
@@ -573,7 +578,10 @@ class KnapsackState:
             self.planner.record(pos, rewards[rows])
             done = self.planner.finish()
             if self._pilot_drawn is not None:
-                stats = pilot_stats(*self._pilot_drawn, done["attempts"])
+                n1, s1 = self._pilot_drawn
+                a, b = self.planner.prior_a, self.planner.prior_b
+                stats = pilot_stats(n1, s1, done["attempts"])
+                stats.update(tie_break_stats(a, b, n1, s1, done["attempts"], done["successes"]))
                 pilot_metrics = {f"knapsack/{k}": v for k, v in stats.items()}
         elif known.any():
             pids = [self._uid_pid[u] for u, k in zip(uids, known) if k]

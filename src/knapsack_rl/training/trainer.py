@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from knapsack_rl.metrics import pilot_stats, step_metrics
+from knapsack_rl.metrics import pilot_stats, step_metrics, tie_break_stats
 from knapsack_rl.training.checkpoint import RunFolder, rng_state, save_checkpoint, set_rng_state
 from knapsack_rl.training.config import ConfigError, TrainConfig, TrainError
 from knapsack_rl.training.evaluate import evaluate
@@ -301,6 +301,8 @@ class Trainer:
             s1 = np.bincount(pilot.group, weights=won, minlength=len(idx)).astype(int)
             arec["pilot"], arec["pilot_successes"] = n1.tolist(), s1.tolist()
             rec.update(pilot_stats(n1, s1, counts))
+            a, b = self.planner.prior_a, self.planner.prior_b
+            rec.update(tie_break_stats(a, b, n1, s1, counts, succ))
         if getattr(self.tracker, "discount", None) == "auto":
             rec["tracker/discount"] = self.tracker.discount_in_use
         return rec, arec
