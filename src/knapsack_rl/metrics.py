@@ -21,6 +21,7 @@ __all__ = [
     "allocation_stats",
     "pilot_stats",
     "tie_break_stats",
+    "tie_break_terms",
     "step_metrics",
 ]
 
@@ -163,6 +164,31 @@ def pilot_stats(pilot, pilot_successes, rollouts) -> dict[str, float]:
     }
 
 
+def tie_break_terms(prior_a, prior_b, pilot, pilot_successes, rollouts, successes):
+    """Per prompt: ``(pick, correct, predicted, realized)`` for :func:`tie_break_stats`.
+
+    ``pick`` marks the prompts whose pilot tied and that got more rollouts, ``correct``
+    those whose pilot was all successes; ``predicted`` is the posterior probability that
+    the later rollouts break the tie, ``realized`` whether they did (arrays of shape (M,)).
+    """
+    from scipy.special import betaln
+
+    a0 = np.asarray(prior_a, dtype=np.float64).reshape(-1)
+    b0 = np.asarray(prior_b, dtype=np.float64).reshape(-1)
+    n = np.asarray(pilot, dtype=np.float64).reshape(-1)
+    s = np.asarray(pilot_successes, dtype=np.float64).reshape(-1)
+    total = np.asarray(rollouts, dtype=np.float64).reshape(-1)
+    won = np.asarray(successes, dtype=np.float64).reshape(-1)
+    m = total - n
+    correct, wrong = (n > 0) & (s >= n), (n > 0) & (s <= 0)
+    pick = (correct | wrong) & (m > 0)
+    a, b = a0 + s, b0 + n - s
+    stay = np.where(correct, betaln(a + m, b), betaln(a, b + m)) - betaln(a, b)
+    predicted = np.where(pick, 1.0 - np.exp(stay), 0.0)
+    realized = pick & (won > 0) & (won < total)
+    return pick, correct, predicted, realized
+
+
 def tie_break_stats(
     prior_a, prior_b, pilot, pilot_successes, rollouts, successes
 ) -> dict[str, float]:
@@ -181,23 +207,11 @@ def tie_break_stats(
         Predicted well above realized means the priors overrate tied prompts: the
         later rounds go to ties that hold (docs/method.md, "When screening costs").
     """
-    from scipy.special import betaln
-
-    a0 = np.asarray(prior_a, dtype=np.float64).reshape(-1)
-    b0 = np.asarray(prior_b, dtype=np.float64).reshape(-1)
-    n = np.asarray(pilot, dtype=np.float64).reshape(-1)
-    s = np.asarray(pilot_successes, dtype=np.float64).reshape(-1)
-    total = np.asarray(rollouts, dtype=np.float64).reshape(-1)
-    won = np.asarray(successes, dtype=np.float64).reshape(-1)
-    m = total - n
-    correct, wrong = (n > 0) & (s >= n), (n > 0) & (s <= 0)
-    pick = (correct | wrong) & (m > 0)
+    pick, _, predicted, realized = tie_break_terms(
+        prior_a, prior_b, pilot, pilot_successes, rollouts, successes
+    )
     if not pick.any():
         return {}
-    a, b = a0 + s, b0 + n - s
-    stay = np.where(correct, betaln(a + m, b), betaln(a, b + m)) - betaln(a, b)
-    predicted = 1.0 - np.exp(stay)
-    realized = (won > 0) & (won < total)
     return {
         "rounds/tie_break_predicted": float(predicted[pick].mean()),
         "rounds/tie_break_realized": float(realized[pick].mean()),

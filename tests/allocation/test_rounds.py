@@ -61,6 +61,46 @@ def test_exact_against_brute_force(scalar_prior):
     check()
 
 
+@pytest.mark.parametrize("scalar_prior", [False, True])
+def test_weighted_values_exact_against_brute_force(scalar_prior):
+    """``weights`` scales each prompt's value; both solver paths stay exact."""
+
+    @settings(max_examples=100, deadline=None)
+    @given(
+        instances(scalar_prior),
+        st.lists(st.sampled_from([0.0, 0.3, 1.0, 2.0]), min_size=4, max_size=4),
+    )
+    def check(inst, ws):
+        s, n, pa, pb, L, U, budget, value = inst
+        w = np.array(ws[: len(s)])
+        x = allocate_round(
+            s,
+            n,
+            budget=budget,
+            prior_a=pa,
+            prior_b=pb,
+            min_rollouts=L,
+            max_rollouts=U,
+            value=value,
+            weights=w,
+        )
+        vm = value_model(value, s, n)
+        need, room = np.maximum(L - n, 0), np.maximum(U - n, 0)
+        target = min(budget, int(room.sum()))
+        best = max(
+            float((w * round_value(np.array(e), s, n, pa + s, pb + n - s, vm)).sum())
+            for e in itertools.product(*[range(need[i], room[i] + 1) for i in range(len(s))])
+            if sum(e) == target
+        )
+        assert x.sum() == target
+        got = float((w * round_value(x, s, n, pa + s, pb + n - s, vm)).sum())
+        assert got >= best - 1e-12 * max(1.0, best)
+
+    check()
+    with pytest.raises(ValueError, match=r"weights\[1\] = -1"):
+        allocate_round([0, 1], [2, 2], budget=4, weights=[1.0, -1.0])
+
+
 def test_type_path_matches_general_solver():
     rng = np.random.default_rng(1)
     n = rng.integers(0, 6, 3000)

@@ -157,9 +157,10 @@ class RoundGains:
     size term ``size_weight E[w] / (N (N + 1))``.
     """
 
-    def __init__(self, vm: ValueModel, s, n, a, b, base) -> None:
+    def __init__(self, vm: ValueModel, s, n, a, b, base, weights=None) -> None:
         self.vm, self.s, self.n, self.a, self.b = vm, s, n, a, b
         self.base = base
+        self.weights = weights
         self.lb = _betaln(a, b)
         self.st = _state(s, n)
         self.ew = sum(c * _moment(a, b, self.lb, j, k) for c, j, k in vm.terms)
@@ -192,14 +193,18 @@ class RoundGains:
                 self.vm.size_weight * self.ew[idx] / (np.maximum(size, 1) * (size + 1)),
                 0.0,
             )
+        if self.weights is not None:
+            g = g * self.weights[idx]
         return g
 
 
-def _solve_by_type(gains: RoundGains, s, n, caps, valued, take: int) -> np.ndarray:
+def _solve_by_type(gains: RoundGains, s, n, caps, valued, take: int, wkey=None) -> np.ndarray:
     """The exact greedy when prompts share one prior: prompts with equal ``(s, n)``
-    have equal gains, so rank each type's units once and hand them out by count.
-    Within a type the units go to lower prompt indices first."""
+    (and weight) have equal gains, so rank each type's units once and hand them out by
+    count. Within a type the units go to lower prompt indices first."""
     key = n[valued].astype(np.int64) * (int(n.max()) + 2) + s[valued].astype(np.int64)
+    if wkey is not None:
+        key = key * (int(wkey.max()) + 1) + wkey[valued]
     _, first, inv, count = np.unique(
         key, return_index=True, return_inverse=True, return_counts=True
     )
@@ -296,6 +301,7 @@ def allocate_round(
     min_rollouts: int = 2,
     max_rollouts: int = 128,
     value: str = "paper",
+    weights=None,
 ) -> np.ndarray:
     """Extra rollouts per prompt for the next round, given this step's draws.
 
@@ -308,7 +314,9 @@ def allocate_round(
         budget: rollouts to hand out; capped at the room left under ``max_rollouts``.
         prior_a, prior_b: Beta prior per prompt (scalar or (M,)); both None fits one
             prior to this step's counts (uniform with fewer than 2 drawn prompts).
-        value: ``paper``, ``informative``, ``size`` or ``coba``.
+        value: ``paper``, ``informative``, ``size``, ``coba`` or ``grpo``.
+        weights: optional (M,) multipliers >= 0 of each prompt's value ``V_i`` (e.g. the
+            planner's calibration of tied pilots); None means 1 for every prompt.
 
     Returns:
         int64 (M,), extra rollouts per prompt (>= 0).
@@ -347,6 +355,13 @@ def allocate_round(
     pa, pb = _prior(prior_a, "prior_a", m), _prior(prior_b, "prior_b", m)
     a, b = pa + s, pb + (n - s)
     vm = value_model(value, s, n)
+    w = wkey = None
+    if weights is not None:
+        w = np.broadcast_to(np.asarray(weights, dtype=np.float64), (m,)).copy()
+        bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
+        if bad.size:
+            raise ValueError(f"weights[{bad[0]}] = {w[bad[0]]} must be finite and >= 0")
+        wkey = np.unique(w, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
     need = np.maximum(L - n, 0).astype(np.int64)
     room = np.maximum(U - n, 0).astype(np.int64)
@@ -360,7 +375,7 @@ def allocate_round(
     extra = base.copy()
     left = B - int(base.sum())
     caps = room - base
-    gains = RoundGains(vm, s, n, a, b, base.astype(np.float64))
+    gains = RoundGains(vm, s, n, a, b, base.astype(np.float64), w)
     first = gains(np.zeros(m), np.arange(m))
     if not np.all(np.isfinite(first)):
         i = int(np.flatnonzero(~np.isfinite(first))[0])
@@ -369,9 +384,17 @@ def allocate_round(
     take = min(left, int(caps[valued].sum()))
     if take > 0:
         if np.ptp(pa) == 0 and np.ptp(pb) == 0:  # one prior: few prompt types
-            extra[valued] += _solve_by_type(gains, s, n, caps, valued, take)
+            extra[valued] += _solve_by_type(gains, s, n, caps, valued, take, wkey)
         else:
-            sub = RoundGains(vm, s[valued], n[valued], a[valued], b[valued], base[valued] * 1.0)
+            sub = RoundGains(
+                vm,
+                s[valued],
+                n[valued],
+                a[valued],
+                b[valued],
+                base[valued] * 1.0,
+                None if w is None else w[valued],
+            )
             extra[valued] += solve_concave(sub, caps[valued], take)
     left -= take
     if left > 0:  # no value left anywhere: spread evenly over the room
