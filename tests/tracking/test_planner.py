@@ -108,3 +108,43 @@ def test_planner_save_and_load_round_trip(tmp_path):
     assert q.load(path)
     assert q.step == 1 and q.state_dict() == p.state_dict()
     assert not list(tmp_path.glob("*.tmp*"))  # written atomically, no temp file left
+
+
+def test_calibrate_ties_weighs_ties_that_hold():
+    """Prompts at p = 0.99 tie all correct and stay tied; the posterior (a fixed flat
+    prior) keeps predicting breaks. With calibrate_ties the planner learns that such ties
+    hold and gives them less; the accounting is kept (and saved) either way."""
+    p = np.array([0.99] * 8 + [0.5] * 8)
+    runs = {}
+    for calibrate in (False, True):
+        rng = np.random.default_rng(3)
+        tracker = make_tracker("beta", prior=(1.0, 1.0))
+        planner = RoundPlanner(tracker, pilot=2, value="paper", calibrate_ties=calibrate)
+        planner.priors = PriorModel(half_life=0.01)  # own evidence forgotten: priors stay flat
+        spent = []
+        for _ in range(12):
+            counts = planner.start(list(range(16)), 16 * 6)
+            idx = np.repeat(np.arange(16), counts)
+            planner.record(idx, (rng.random(idx.size) < p[idx]).astype(float))
+            before = planner.ties.copy()  # what the weights of this step are built from
+            rest = planner.next_round()
+            weights = planner.tie_weights()
+            idx = np.repeat(np.arange(16), rest)
+            planner.record(idx, (rng.random(idx.size) < p[idx]).astype(float))
+            planner.finish()
+            spent.append(rest[:8].sum())
+        runs[calibrate] = (np.mean(spent[6:]), before, weights)
+    (plain, ties_plain, w_plain), (cal, ties_cal, w_cal) = runs[False], runs[True]
+    assert ties_plain[0, 0] > 1.5 * ties_plain[0, 1]  # all-correct ties: predicted > realized
+    # the weight of an all-correct tie is (realized + 2) / (predicted + 2) of that kind
+    expected = (ties_cal[0, 1] + 2) / (ties_cal[0, 0] + 2)
+    assert w_plain is None
+    np.testing.assert_allclose(w_cal[:8], expected)  # their last pilots all came back 2 of 2
+    assert w_cal[:8].max() < 0.8
+    assert cal < plain  # calibrated: the near-solved prompts get less of the rest
+    # the tie accounting survives a save and load
+    state = RoundPlanner(make_tracker("beta"), calibrate_ties=True)
+    state.load_state_dict(
+        {"step": 3, "priors": PriorModel().state_dict(), "ties": ties_cal.tolist()}
+    )
+    np.testing.assert_allclose(state.ties, ties_cal)
