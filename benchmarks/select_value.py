@@ -184,7 +184,10 @@ def main() -> int:
     ap.add_argument("--summarise", action="store_true", help="only summarise OUT")
     ap.add_argument("--one", nargs=2, metavar=("SEED", "VARIANT"), help=argparse.SUPPRESS)
     ap.add_argument(
-        "--write", default=str(Path(__file__).with_name("RESULTS_select.md")), help="results file"
+        "--write",
+        default=None,
+        help="results file (default: RESULTS_select.md when every variant runs, else none, so a "
+        "partial run never overwrites the full table)",
     )
     a = ap.parse_args()
     out = Path(a.out)
@@ -193,6 +196,8 @@ def main() -> int:
         return 0
     seeds = [int(s) for s in a.seeds.split(",")]
     variants = a.variants.split(",")
+    if a.write is None and set(variants) == set(VARIANTS):
+        a.write = str(Path(__file__).with_name("RESULTS_select.md"))
     if not a.summarise:
         t = time.perf_counter()
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
