@@ -63,11 +63,6 @@ VARIANTS: dict[str, tuple[dict, float | None]] = {
     # after the SmolLM2 runs, for information: a smaller size credit (BENCHMARKS.md)
     "rounds-grpo-1-ov2": ({"method": "rounds", "value": "grpo", "pilot": 2, "oversample": 2}, 1.0),
     # after the SmolLM2 prior diagnostics: the beta tracker's forgetting factor chosen online
-    # after the tie-break calibration diagnostics: tied pilots weighed by how often ties broke
-    "rounds-grpo-ov2-cal": (
-        {"method": "rounds", "value": "grpo", "pilot": 2, "oversample": 2, "calibrate_ties": True},
-        10.0,
-    ),
     "rounds-grpo-ov2-auto": (
         {"method": "rounds", "value": "grpo", "pilot": 2, "oversample": 2, "discount": "auto"},
         10.0,

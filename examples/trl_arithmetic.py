@@ -159,11 +159,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--value", default=None, help="rounds: value model (grpo)")
     ap.add_argument(
-        "--calibrate-ties",
-        action="store_true",
-        help="rounds: weigh tied pilots by how often such ties broke",
-    )
-    ap.add_argument(
         "--prior-half-life",
         type=float,
         default=None,
@@ -197,7 +192,6 @@ def main(argv: list[str] | None = None) -> int:
             prior_group_column="level" if a.method == "rounds" else None,  # priors pooled by level
             remove_unused_columns=False,  # keep id and level for the tracker and the priors
             tracker=a.tracker,
-            calibrate_ties=a.calibrate_ties,
             tracker_kwargs={} if a.discount is None else {"discount": _discount(a.discount)},
             rollouts_per_prompt=a.rollouts,
             num_generations=a.rollouts,

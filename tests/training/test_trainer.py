@@ -131,9 +131,8 @@ ROUNDS = dict(method="rounds", pilot=2, rollouts_per_prompt=5, oversample=1)
         (dict(method="bayes"), 16),
         (ROUNDS, 12),
         ({**ROUNDS, "discount": "auto"}, 12),
-        ({**ROUNDS, "calibrate_ties": True}, 12),
     ],
-    ids=["knapsack", "bayes", "rounds", "rounds-auto-discount", "rounds-calibrate-ties"],
+    ids=["knapsack", "bayes", "rounds", "rounds-auto-discount"],
 )
 def test_resume_equals_uninterrupted(tmp_path, kw, crash_size):
     full = Trainer(tiny(tmp_path, "full", **kw), reward_fn=_graded)

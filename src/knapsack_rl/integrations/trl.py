@@ -153,8 +153,6 @@ class KnapsackGRPOConfig(GRPOConfig):
         prior_group_column: dataset column pooling priors (e.g. a level or source).
         pass_rate_column: dataset column with an offline pass rate in [0, 1].
         prior_half_life: steps until a prompt's own evidence counts half (``rounds``).
-        calibrate_ties: ``rounds=2``: weigh the value of prompts whose pilot tied by how
-            often such ties broke against the posterior's prediction.
         rollouts_per_prompt: average rollouts per prompt, i.e. the per-prompt
             budget; None means ``num_generations``. It sets how many prompts a
             generation step draws; ``generation_batch_size`` must be a multiple.
@@ -201,10 +199,7 @@ class KnapsackGRPOConfig(GRPOConfig):
         default=defaults.PRIOR_HALF_LIFE,
         metadata={"help": "Steps until a prompt's own evidence counts half (rounds)."},
     )
-    calibrate_ties: bool = field(
-        default=False,
-        metadata={"help": "rounds=2: weigh tied pilots by how often such ties broke (rounds)."},
-    )
+
     rounds: int = field(
         default=defaults.ROUNDS,
         metadata={"help": "Generation rounds per step of rounds: 2 (pilot, then the rest) or 1."},
@@ -365,7 +360,6 @@ class KnapsackGRPOConfig(GRPOConfig):
             max_rollouts=self.max_rollouts,
             value=self.value,
             priors=PriorModel(half_life=self.prior_half_life),
-            calibrate_ties=self.calibrate_ties,
         )
 
     def make_tracker(self) -> Tracker:

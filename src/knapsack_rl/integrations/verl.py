@@ -165,8 +165,6 @@ class KnapsackVerlConfig:
         prior_tracker: ``rounds``: a previous run's tracker file (``knapsack_tracker.npz``)
             whose estimates seed the priors of the prompts it has seen.
         prior_half_life: ``rounds``: steps until a prompt's own evidence counts half.
-        calibrate_ties: ``rounds=2``: weigh the value of prompts whose pilot tied by how
-            often such ties broke against the posterior's prediction.
         tracker: success-rate tracker kind (``paper``, ``window``, ``beta``).
         tracker_kwargs: extra arguments for the tracker (e.g. ``{window: 32}``).
         min_rollouts: smallest group per prompt (>= 2: verl's GRPO gives a
@@ -186,7 +184,6 @@ class KnapsackVerlConfig:
     pass_rate_column: str | None = None
     prior_tracker: str | None = None
     prior_half_life: float = defaults.PRIOR_HALF_LIFE
-    calibrate_ties: bool = False
     tracker: str = "paper"
     tracker_kwargs: dict = field(default_factory=dict)
     min_rollouts: int = 2
@@ -487,7 +484,6 @@ class KnapsackState:
                 max_rollouts=kcfg.max_rollouts,
                 value=kcfg.value,
                 priors=PriorModel(half_life=float(kcfg.prior_half_life)),
-                calibrate_ties=bool(kcfg.calibrate_ties),
             )
             if kcfg.prior_tracker is not None:
                 self.planner.priors.set_offline_from_tracker(load_tracker(kcfg.prior_tracker))

@@ -30,14 +30,10 @@ import numpy as np
 
 from knapsack_rl import defaults
 from knapsack_rl.allocation.rounds import VALUES, allocate_round
-from knapsack_rl.metrics import tie_break_terms
 from knapsack_rl.tracking.priors import PriorModel
 from knapsack_rl.tracking.trackers import Tracker, binarize_rewards
 
 __all__ = ["RoundPlanner"]
-
-_TIE_PSEUDO = 2.0  # pseudo tie breaks behind calibrate_ties' weight of 1 (little data: no change)
-_TIE_DECAY = 0.9  # per step: the policy moves, so recent tie breaks count more
 
 
 class RoundPlanner:
@@ -52,9 +48,6 @@ class RoundPlanner:
         min_rollouts, max_rollouts: bounds on each prompt's final group.
         value: value model of :func:`knapsack_rl.allocate_round`.
         priors: :class:`PriorModel` (pools, offline rates, decay); a default one if None.
-        calibrate_ties: weigh the value of prompts whose pilot tied by how often such
-            ties have broken against how often the posterior said they would (all-correct
-            and all-wrong pilots apart, over past steps, recent ones counting more).
     """
 
     def __init__(
@@ -68,7 +61,6 @@ class RoundPlanner:
         max_rollouts: int = 128,
         value: str = defaults.VALUE,
         priors: PriorModel | None = None,
-        calibrate_ties: bool = False,
     ) -> None:
         if int(rounds) < 1:
             raise ValueError(f"rounds must be >= 1, got {rounds}")
@@ -90,12 +82,8 @@ class RoundPlanner:
         self.max_rollouts = int(max_rollouts)
         self.value = value
         self.priors = priors if priors is not None else PriorModel()
-        self.calibrate_ties = bool(calibrate_ties)
-        # predicted and realized tie breaks, rows: all-correct, all-wrong pilots (decayed sums)
-        self.ties = np.zeros((2, 2))
         self.step = 0
         self._ids: list = []
-        self._pilot: tuple[np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ a step
     def start(self, prompt_ids: Sequence[Hashable], budget: int) -> np.ndarray:
@@ -125,7 +113,6 @@ class RoundPlanner:
         self.attempts = np.zeros(m, dtype=np.int64)
         self.round = 0
         self._rows: list[tuple[np.ndarray, np.ndarray]] = []
-        self._pilot = None
         if self.rounds == 1:
             return self._plan(budget, self.min_rollouts)
         zeros = np.zeros(m, dtype=np.int64)
@@ -169,26 +156,13 @@ class RoundPlanner:
         left = self.budget - int(self.attempts.sum())
         if left <= 0 or self.round >= self.rounds:
             return None
-        if self._pilot is None:
-            self._pilot = (self.attempts.copy(), self.successes.copy())
         self.round += 1
         last = self.round == self.rounds
         share = left if last else left // (self.rounds - self.round + 1)
-        counts = self._plan(share, self.min_rollouts if last else 1, self.tie_weights())
+        counts = self._plan(share, self.min_rollouts if last else 1)
         return counts if counts.sum() > 0 else None
 
-    def tie_weights(self) -> np.ndarray | None:
-        """Value weight per prompt for the next round: with ``calibrate_ties``, prompts
-        tied so far get ``(realized + 2) / (predicted + 2)`` of their kind of tie (in
-        [0.05, 2]); the rest 1. None without ``calibrate_ties``."""
-        if not self.calibrate_ties:
-            return None
-        pred, real = self.ties[:, 0], self.ties[:, 1]
-        c = np.clip((real + _TIE_PSEUDO) / (pred + _TIE_PSEUDO), 0.05, 2.0)
-        n, s = self.attempts, self.successes
-        return np.where((n > 0) & (s >= n), c[0], np.where((n > 0) & (s <= 0), c[1], 1.0))
-
-    def _plan(self, budget: int, min_rollouts: int, weights=None) -> np.ndarray:
+    def _plan(self, budget: int, min_rollouts: int) -> np.ndarray:
         return allocate_round(
             self.successes,
             self.attempts,
@@ -198,7 +172,6 @@ class RoundPlanner:
             min_rollouts=min_rollouts,
             max_rollouts=self.max_rollouts,
             value=self.value,
-            weights=weights,
         )
 
     def finish(self) -> dict[str, np.ndarray]:
@@ -208,15 +181,6 @@ class RoundPlanner:
             r = np.concatenate([x for _, x in self._rows])
             self.tracker.update([self._ids[i] for i in idx], r)
         self.priors.mark_seen(self._ids, self.step)
-        if self._pilot is not None:  # how the plan's tie breaks came out, for calibrate_ties
-            pick, correct, predicted, realized = tie_break_terms(
-                self.prior_a, self.prior_b, *self._pilot, self.attempts, self.successes
-            )
-            self.ties *= _TIE_DECAY
-            for row, kind in enumerate((correct, ~correct)):
-                sel = pick & kind
-                self.ties[row] += (predicted[sel].sum(), realized[sel].sum())
-            self._pilot = None
         self.step += 1
         out = {"successes": self.successes.copy(), "attempts": self.attempts.copy()}
         self._rows = []
@@ -225,12 +189,11 @@ class RoundPlanner:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         """The planner's own state (the tracker saves itself)."""
-        return {"step": self.step, "priors": self.priors.state_dict(), "ties": self.ties.tolist()}
+        return {"step": self.step, "priors": self.priors.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
         self.priors = PriorModel.from_state_dict(state["priors"])
-        self.ties = np.asarray(state.get("ties", np.zeros((2, 2))), dtype=np.float64).reshape(2, 2)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write :meth:`state_dict` to ``path`` as JSON, atomically."""

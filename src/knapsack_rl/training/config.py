@@ -179,11 +179,6 @@ class TrainConfig(_ConfigMixin):
     pilot_mode: str = _f(
         "fixed", "rounds method: 'fixed' (PILOT each) or 'prior' (M*PILOT split by the prior)"
     )
-    calibrate_ties: bool = _f(
-        False,
-        "rounds: weigh tied pilots' value by how often such ties broke against the posterior's "
-        "prediction",
-    )
     value: str = _f(
         defaults.VALUE, "rounds method: value model (paper, informative, size, coba, grpo)"
     )
@@ -435,7 +430,6 @@ class TrainConfig(_ConfigMixin):
             max_rollouts=self.max_rollouts,
             value=self.value,
             priors=PriorModel(half_life=self.prior_half_life),
-            calibrate_ties=self.calibrate_ties,
         )
 
     def make_allocator(self):
