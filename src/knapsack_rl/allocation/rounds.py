@@ -315,8 +315,8 @@ def allocate_round(
         prior_a, prior_b: Beta prior per prompt (scalar or (M,)); both None fits one
             prior to this step's counts (uniform with fewer than 2 drawn prompts).
         value: ``paper``, ``informative``, ``size``, ``coba`` or ``grpo``.
-        weights: optional (M,) multipliers >= 0 of each prompt's value ``V_i`` (e.g. the
-            planner's calibration of tied pilots); None means 1 for every prompt.
+        weights: optional (M,) multipliers >= 0 of each prompt's value ``V_i`` (e.g. a
+            priority per prompt); None means 1 for every prompt.
 
     Returns:
         int64 (M,), extra rollouts per prompt (>= 0).

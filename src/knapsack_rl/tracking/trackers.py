@@ -445,7 +445,7 @@ class BetaTracker(Tracker):
     and scores each by how well it predicted every visit before seeing it (the
     beta-binomial log predictive probability, summed over visits); estimates come
     from the best so far. A policy that moves fast between visits picks a small
-    factor, a stationary one a factor near 1 (docs/method.md, "Trackers").
+    factor, a stationary one a factor near 1 (docs/method.md, "Estimators").
     """
 
     kind = "beta"
