@@ -425,6 +425,24 @@ def test_rounds_pilot_then_planned_rest(tmp_path):
     assert logged["rounds/tie_break_predicted"][-1] == pytest.approx(np.mean(1 - np.exp(stay)))
 
 
+def test_history_counts_successes_not_reward_sums(tmp_path):
+    """A reward of 0 or 3 (success: >= 0.5): the history and the pilot metrics count
+    successes, as the tracker does, not sums of rewards."""
+    base = ByPrompt()
+
+    def scaled(prompts, completions, id, **kw):
+        return [3.0 * x for x in base(prompts, completions, id, **kw)]
+
+    tr = rounds_trainer(tmp_path, scaled, value="paper")
+    batch = [tr.train_dataset[i] for i in range(8) for _ in range(4)]
+    tr.model.train()
+    tr._generate_and_score_completions(batch)
+    (h,) = tr.allocation_history
+    assert np.all(h["successes"] <= h["rollouts"]) and np.all(h["pilot_successes"] <= h["pilot"])
+    np.testing.assert_array_equal(h["successes"][4:], [h["rollouts"][4], h["rollouts"][5], 0, 0])
+    assert tr._metrics["train"]["rounds/pilot_all_correct"][-1] == 0.25
+
+
 def test_auto_discount_is_logged(tmp_path):
     tr = rounds_trainer(tmp_path, ByPrompt(), tracker_kwargs={"discount": "auto"})
     assert tr.tracker.discount == "auto" and tr.planner.tracker is tr.tracker

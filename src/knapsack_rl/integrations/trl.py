@@ -63,7 +63,13 @@ from knapsack_rl.metrics import (
     pilot_stats,
     tie_break_stats,
 )
-from knapsack_rl.tracking import TRACKERS, Tracker, load_tracker, make_tracker
+from knapsack_rl.tracking import (
+    TRACKERS,
+    Tracker,
+    binarize_rewards,
+    load_tracker,
+    make_tracker,
+)
 from knapsack_rl.tracking.planner import RoundPlanner
 from knapsack_rl.tracking.priors import PriorModel
 
@@ -771,12 +777,14 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         r = self._success_rewards(rpf)
         ok = np.isfinite(r)
         m = len(prompt_ids)
-        successes = np.bincount(group[ok], weights=r[ok], minlength=m)
+        won = np.zeros(r.shape)  # successes as the tracker counts them
+        won[ok] = binarize_rewards(r[ok], self.tracker.threshold)
+        successes = np.bincount(group[ok], weights=won[ok], minlength=m)
         pilot_successes = None
         if in_rounds:
             pilot_rows = _pilot_mask(pilot, rollouts, nproc)
             in_pilot = ok & pilot_rows
-            pilot_successes = np.bincount(group[in_pilot], weights=r[in_pilot], minlength=m)
+            pilot_successes = np.bincount(group[in_pilot], weights=won[in_pilot], minlength=m)
             ok &= ~pilot_rows  # the planner recorded the pilot in round 1
         if self.planner is None:
             self.tracker.update([prompt_ids[g] for g in group[ok]], r[ok])
