@@ -12,14 +12,15 @@ import knapsack_rl
 from knapsack_rl.allocation.rounds import VALUES, allocate_round, round_value, value_model
 
 
-def brute_force(s, n, pa, pb, L, U, budget, value):
+def brute_force(s, n, pa, pb, L, U, budget, value, weights=1.0):
     need, room = np.maximum(L - n, 0), np.maximum(U - n, 0)
     vm = value_model(value, s, n)
     target = min(budget, int(room.sum()))
     best = -1.0
     for e in itertools.product(*[range(need[i], room[i] + 1) for i in range(len(s))]):
         if sum(e) == target:
-            best = max(best, float(round_value(np.array(e), s, n, pa + s, pb + n - s, vm).sum()))
+            v = weights * round_value(np.array(e), s, n, pa + s, pb + n - s, vm)
+            best = max(best, float(v.sum()))
     return best, target
 
 
@@ -84,16 +85,9 @@ def test_weighted_values_exact_against_brute_force(scalar_prior):
             value=value,
             weights=w,
         )
-        vm = value_model(value, s, n)
-        need, room = np.maximum(L - n, 0), np.maximum(U - n, 0)
-        target = min(budget, int(room.sum()))
-        best = max(
-            float((w * round_value(np.array(e), s, n, pa + s, pb + n - s, vm)).sum())
-            for e in itertools.product(*[range(need[i], room[i] + 1) for i in range(len(s))])
-            if sum(e) == target
-        )
+        best, target = brute_force(s, n, pa, pb, L, U, budget, value, w)
         assert x.sum() == target
-        got = float((w * round_value(x, s, n, pa + s, pb + n - s, vm)).sum())
+        got = float((w * round_value(x, s, n, pa + s, pb + n - s, value_model(value, s, n))).sum())
         assert got >= best - 1e-12 * max(1.0, best)
 
     check()

@@ -498,10 +498,12 @@ class BetaTracker(Tracker):
 
     @property
     def _s(self) -> np.ndarray:
+        """Discounted successes per prompt under the factor in use (a view)."""
         return self._S[:, self.best]
 
     @property
     def _f(self) -> np.ndarray:
+        """Discounted failures per prompt under the factor in use (a view)."""
         return self._F[:, self.best]
 
     def _record_visits(self, dense, group, succ) -> None:
@@ -526,17 +528,21 @@ class BetaTracker(Tracker):
 
     def prior(self) -> tuple[float, float]:
         """The prior in force: fixed, or fitted to every prompt seen so far."""
+        return self._prior(self.best)
+
+    def _prior(self, col: int) -> tuple[float, float]:
         n = len(self._ids)
-        return self._fit(self._s[:n], self._f[:n])
+        return self._fit(self._S[:n, col], self._F[:n, col])
 
     def stats(self, ids: Sequence) -> PromptStats:
         ids = list(ids)
         j = self._lookup(ids, create=False)
         seen = j >= 0
         jj = np.where(seen, j, 0)
-        s = np.where(seen, self._s[jj], 0.0)
-        f = np.where(seen, self._f[jj], 0.0)
-        a0, b0 = self.prior()
+        col = self.best  # one choice of factor for the counts and the prior
+        s = np.where(seen, self._S[jj, col], 0.0)
+        f = np.where(seen, self._F[jj, col], 0.0)
+        a0, b0 = self._prior(col)
         p = (a0 + s) / (a0 + b0 + s + f)
         valid = np.ones(len(j), dtype=bool)
         return PromptStats(ids=ids, p=p, valid=valid, successes=s, attempts=s + f, prior=(a0, b0))
