@@ -108,3 +108,45 @@ def test_planner_save_and_load_round_trip(tmp_path):
     assert q.load(path)
     assert q.step == 1 and q.state_dict() == p.state_dict()
     assert not list(tmp_path.glob("*.tmp*"))  # written atomically, no temp file left
+
+
+def test_screen_auto_pilots_only_the_chosen_prompts():
+    """screen='auto': with every prompt confidently mid-range, the planner pilots the
+    first half (a uniform step's count), gives the rest nothing, and leaves them unseen."""
+    rng = np.random.default_rng(0)
+    priors = PriorModel()
+    ids = [f"q{i}" for i in range(16)]
+    priors.set_offline(ids, [0.5] * 16)
+    priors.strength = 40.0
+    planner = RoundPlanner(make_tracker("beta"), screen="auto", oversample=2, priors=priors)
+    counts = planner.start(ids, 64)
+    assert planner.screened == 8 and planner.screen_scores[8] > planner.screen_scores[16]
+    assert counts.tolist() == [2] * 8 + [0] * 8
+    idx = np.repeat(np.arange(16), counts)
+    planner.record(idx, (rng.random(idx.size) < 0.5).astype(float))
+    rest = planner.next_round()
+    assert rest[8:].sum() == 0 and (counts + rest).sum() == 64 and (counts + rest)[:8].min() >= 2
+    planner.record(np.repeat(np.arange(16), rest), np.ones(int(rest.sum())))
+    out = planner.finish()
+    assert out["attempts"][8:].sum() == 0
+    assert planner.tracker.stats(ids[8:]).attempts.sum() == 0
+    assert set(planner.priors.last_seen) == set(ids[:8])
+
+
+def test_screen_auto_keeps_all_when_half_the_prompts_are_hopeless():
+    priors = PriorModel()
+    ids = list(range(16))
+    priors.set_offline(ids, [0.005] * 8 + [0.5] * 8)  # the first half: hopeless offline
+    priors.strength = 40.0
+    planner = RoundPlanner(make_tracker("beta"), screen="auto", priors=priors)
+    assert planner.start(ids, 64).tolist() == [2] * 16 and planner.screened == 16
+
+
+def test_screen_settings_are_checked():
+    t = make_tracker("beta")
+    with pytest.raises(ValueError, match="screen must be one of all, auto"):
+        RoundPlanner(t, screen="some")
+    with pytest.raises(ValueError, match="fixed pilot"):
+        RoundPlanner(t, screen="auto", pilot="prior")
+    with pytest.raises(ValueError, match="oversample"):
+        RoundPlanner(t, screen="auto", oversample=0)
