@@ -67,11 +67,6 @@ VARIANTS: dict[str, tuple[dict, float | None]] = {
         {"method": "rounds", "value": "grpo", "pilot": 2, "oversample": 2, "discount": "auto"},
         10.0,
     ),
-    # after the tie-break diagnostics: how many of the drawn prompts to pilot, chosen per step
-    "rounds-grpo-ov2-screen": (
-        {"method": "rounds", "value": "grpo", "pilot": 2, "oversample": 2, "screen": "auto"},
-        10.0,
-    ),
 }
 LAST = 3
 

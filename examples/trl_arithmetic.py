@@ -159,9 +159,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--value", default=None, help="rounds: value model (grpo)")
     ap.add_argument(
-        "--screen", default=None, choices=["all", "auto"], help="rounds: prompts to pilot (all)"
-    )
-    ap.add_argument(
         "--prior-half-life",
         type=float,
         default=None,
@@ -188,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
                 for k, v in (
                     ("oversample", a.oversample),
                     ("value", a.value),
-                    ("screen", a.screen),
                     ("prior_half_life", a.prior_half_life),
                 )
                 if v is not None

@@ -425,31 +425,6 @@ def test_rounds_pilot_then_planned_rest(tmp_path):
     assert logged["rounds/tie_break_predicted"][-1] == pytest.approx(np.mean(1 - np.exp(stay)))
 
 
-def test_screen_auto_leaves_unscreened_prompts_out(tmp_path):
-    """screen='auto' with every prompt known to be mid-range: the step pilots a uniform
-    step's 4 prompts, spends all 32 rollouts on them, and the other 4 get no rows."""
-    reward = ByPrompt()
-    tr = rounds_trainer(tmp_path, reward, screen="auto")
-    tr.planner.priors.set_offline([f"p{i}" for i in range(8)], [0.5] * 8)
-    tr.planner.priors.strength = 40.0
-    batch = [tr.train_dataset[i] for i in range(8) for _ in range(4)]
-    tr.model.train()
-    out = tr._generate_and_score_completions(batch)
-    (h,) = tr.allocation_history
-    assert h["pilot"].tolist() == [2] * 4 + [0] * 4
-    rollouts = h["rollouts"]
-    assert rollouts.sum() == 32 and rollouts[4:].sum() == 0 and rollouts[:4].min() >= 2
-    assert set(reward.ids) == {"p0", "p1", "p2", "p3"} and len(reward.ids) == 32
-    rewards = np.asarray(reward.rewards, dtype=np.float64)
-    group = np.asarray([int(x[1:]) for x in reward.ids])
-    order = np.argsort(group, kind="stable")
-    expected = np.empty(32)
-    expected[order] = hand_advantages(rewards[order], rollouts[:4])
-    np.testing.assert_allclose(out["advantages"].numpy(), expected, atol=1e-5)
-    assert tr._metrics["train"]["rounds/screened"] == [0.5]
-    assert tr.tracker.stats([f"p{i}" for i in range(4, 8)]).attempts.sum() == 0
-
-
 def test_history_counts_successes_not_reward_sums(tmp_path):
     """A reward of 0 or 3 (success: >= 0.5): the history and the pilot metrics count
     successes, as the tracker does, not sums of rewards."""

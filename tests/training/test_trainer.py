@@ -529,23 +529,6 @@ def test_resume_checks_settings_without_config_json(tmp_path):
     Trainer(dataclasses.replace(cfg, resume=True, steps=4)).run()  # same settings: fine
 
 
-def test_rounds_screen_auto_logs_how_many_prompts_it_piloted(tmp_path):
-    cfg = tiny(tmp_path, method="rounds", rollouts_per_prompt=5, steps=3, eval_every=0)
-    cfg = cfg.replace(screen="auto")
-    Trainer(cfg, reward_fn=_graded).run()
-    m = _lines(tmp_path / "run" / "metrics.jsonl")
-    a = _lines(tmp_path / "run" / "allocations.jsonl")
-    for x, y in zip(m, a):
-        k = int(round(x["rounds/screened"] * 8))
-        assert k in (4, 8) and x["rollouts"] == 20
-        assert y["pilot"] == [2] * k + [0] * (8 - k)  # the first k drawn prompts
-        assert sum(y["rollouts"][k:]) == 0 and min(y["rollouts"][:k]) >= 2
-    with pytest.raises(ConfigError, match="screen: unknown"):
-        cfg.replace(screen="half").validate()
-    with pytest.raises(ConfigError, match="pilot_mode 'fixed'"):
-        cfg.replace(pilot_mode="prior").validate()
-
-
 def test_rounds_priors_from_pass_rates_and_a_previous_tracker(tmp_path):
     """method=rounds: a JSONL task's pass_rate column and a previous run's tracker seed the
     priors from step 1 (a prompt known to be solved starts near 1, an unknown one at its pool)."""

@@ -156,8 +156,6 @@ class KnapsackGRPOConfig(GRPOConfig):
         pilot: rollouts per prompt in the pilot round (``rounds=2``).
         oversample: ``rounds`` draws this many times the prompts of a uniform step
             (``generation_batch_size / rollouts_per_prompt``) for the same rollouts.
-        screen: ``all`` pilots every drawn prompt; ``auto`` chooses per step, from the
-            priors, how many to pilot (a uniform step's count up to ``oversample`` times it).
         prior_group_column: dataset column pooling priors (e.g. a level or source).
         pass_rate_column: dataset column with an offline pass rate in [0, 1].
         prior_half_life: steps until a prompt's own evidence counts half (``rounds``).
@@ -218,10 +216,6 @@ class KnapsackGRPOConfig(GRPOConfig):
     oversample: int = field(
         default=defaults.OVERSAMPLE,
         metadata={"help": "rounds draws this many times a uniform step's prompts, same budget."},
-    )
-    screen: str = field(
-        default="all",
-        metadata={"help": "rounds: 'all' pilots every drawn prompt; 'auto' chooses how many."},
     )
     rollouts_per_prompt: int | None = field(
         default=None,
@@ -372,9 +366,6 @@ class KnapsackGRPOConfig(GRPOConfig):
             max_rollouts=self.max_rollouts,
             value=self.value,
             priors=PriorModel(half_life=self.prior_half_life),
-            screen=self.screen,
-            oversample=self.oversample,
-            seed=self.seed,
         )
 
     def make_tracker(self) -> Tracker:
@@ -767,15 +758,14 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             self._pilot = None
         rpf = self._knapsack_rewards
         order = np.argsort(group, kind="stable")  # groups consecutive, as grouped_advantages needs
-        sizes = rollouts[rollouts > 0]  # prompts left unscreened (screen="auto") have none
         adv_sorted = grouped_advantages(
             rpf[torch.as_tensor(order, device=rpf.device)],
             self.reward_weights.to(rpf.device),
-            sizes,
+            rollouts,
             scale_rewards=self.scale_rewards,
             multi_objective_aggregation=self.multi_objective_aggregation,
             # equal groups (always under uniform): TRL's advantages exactly, as stock GRPOTrainer
-            clip=self.args.advantage_clip if len(set(sizes.tolist())) > 1 else None,
+            clip=self.args.advantage_clip if len(set(rollouts.tolist())) > 1 else None,
         )
         adv = torch.empty_like(adv_sorted)
         adv[torch.as_tensor(order, device=adv.device)] = adv_sorted
@@ -818,7 +808,6 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             for key, value in {
                 **pilot_stats(pilot, pilot_successes, rollouts),
                 **tie_break_stats(a, b, pilot, pilot_successes, rollouts, successes),
-                "rounds/screened": self.planner.screened / m,
             }.items():
                 metrics[key].append(value)
         if getattr(self.tracker, "discount", None) == "auto":

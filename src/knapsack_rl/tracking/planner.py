@@ -30,14 +30,10 @@ import numpy as np
 
 from knapsack_rl import defaults
 from knapsack_rl.allocation.rounds import VALUES, allocate_round
-from knapsack_rl.allocation.screening import choose_screen
 from knapsack_rl.tracking.priors import PriorModel
 from knapsack_rl.tracking.trackers import Tracker, binarize_rewards
 
-__all__ = ["RoundPlanner", "SCREENS"]
-
-#: how :class:`RoundPlanner` chooses which of a step's prompts to pilot
-SCREENS = ("all", "auto")
+__all__ = ["RoundPlanner"]
 
 
 class RoundPlanner:
@@ -52,12 +48,6 @@ class RoundPlanner:
         min_rollouts, max_rollouts: bounds on each prompt's final group.
         value: value model of :func:`knapsack_rl.allocate_round`.
         priors: :class:`PriorModel` (pools, offline rates, decay); a default one if None.
-        screen: ``"all"`` pilots every prompt given to :meth:`start`; ``"auto"`` pilots the
-            first ``k`` of them, ``k`` in ``C / oversample * (1, ..., oversample)``, chosen
-            per step by :func:`knapsack_rl.allocation.screening.choose_screen` from the
-            priors. Unscreened prompts get no rollouts this step and are not marked seen.
-        oversample: how many times a uniform step's prompts the caller draws (for ``"auto"``).
-        seed: seed of ``"auto"``'s Monte Carlo draws (mixed with the step number).
     """
 
     def __init__(
@@ -71,9 +61,6 @@ class RoundPlanner:
         max_rollouts: int = 128,
         value: str = defaults.VALUE,
         priors: PriorModel | None = None,
-        screen: str = "all",
-        oversample: int = defaults.OVERSAMPLE,
-        seed: int = 0,
     ) -> None:
         if int(rounds) < 1:
             raise ValueError(f"rounds must be >= 1, got {rounds}")
@@ -87,16 +74,7 @@ class RoundPlanner:
             raise ValueError(
                 f"need 1 <= min_rollouts <= max_rollouts, got {min_rollouts}, {max_rollouts}"
             )
-        if screen not in SCREENS:
-            raise ValueError(f"screen must be one of {', '.join(SCREENS)}, got {screen!r}")
-        if screen == "auto" and pilot == "prior":
-            raise ValueError("screen='auto' needs a fixed pilot (an integer), not 'prior'")
-        if isinstance(oversample, bool) or not isinstance(oversample, int) or oversample < 1:
-            raise ValueError(f"oversample must be an integer >= 1, got {oversample!r}")
         self.tracker = tracker
-        self.screen = screen
-        self.oversample = int(oversample)
-        self.seed = int(seed)
         self.rounds = int(rounds)
         self.pilot = pilot
         self.pilot_size = int(pilot_size)
@@ -135,42 +113,26 @@ class RoundPlanner:
         self.attempts = np.zeros(m, dtype=np.int64)
         self.round = 0
         self._rows: list[tuple[np.ndarray, np.ndarray]] = []
-        self.screened = m
-        self.screen_scores: dict[int, float] = {}
         if self.rounds == 1:
             return self._plan(budget, self.min_rollouts)
-        if self.screen == "auto" and m % self.oversample == 0:
-            self.screened, self.screen_scores = choose_screen(
-                self.prior_a,
-                self.prior_b,
-                budget=budget,
-                options=[m // self.oversample * j for j in range(1, self.oversample + 1)],
-                pilot=min(self.pilot, self.max_rollouts),
-                min_rollouts=self.min_rollouts,
-                max_rollouts=self.max_rollouts,
-                value=self.value,
-                seed=[self.seed, self.step],
-            )
-        k = self.screened
-        zeros = np.zeros(k, dtype=np.int64)
-        counts = np.zeros(m, dtype=np.int64)
+        zeros = np.zeros(m, dtype=np.int64)
         if self.pilot == "prior":
-            size = min(max(self.pilot_size, 1) * k, budget - k)
-            counts[:k] = allocate_round(
+            size = min(max(self.pilot_size, 1) * m, budget - m)
+            counts = allocate_round(
                 zeros,
                 zeros,
-                budget=max(size, k),
-                prior_a=self.prior_a[:k],
-                prior_b=self.prior_b[:k],
+                budget=max(size, m),
+                prior_a=self.prior_a,
+                prior_b=self.prior_b,
                 min_rollouts=1,
                 max_rollouts=self.max_rollouts,
                 value=self.value,
             )
         else:
-            counts[:k] = min(self.pilot, self.max_rollouts)
+            counts = np.full(m, min(self.pilot, self.max_rollouts), dtype=np.int64)
             if counts.sum() > budget:
-                counts[:k] = budget // k
-                counts[: budget % k] += 1
+                counts[:] = budget // m
+                counts[: budget % m] += 1
         self.round = 1
         return counts
 
@@ -201,19 +163,16 @@ class RoundPlanner:
         return counts if counts.sum() > 0 else None
 
     def _plan(self, budget: int, min_rollouts: int) -> np.ndarray:
-        k = self.screened  # prompts past the screened ones get nothing this step
-        counts = np.zeros(len(self._ids), dtype=np.int64)
-        counts[:k] = allocate_round(
-            self.successes[:k],
-            self.attempts[:k],
+        return allocate_round(
+            self.successes,
+            self.attempts,
             budget=int(budget),
-            prior_a=self.prior_a[:k],
-            prior_b=self.prior_b[:k],
+            prior_a=self.prior_a,
+            prior_b=self.prior_b,
             min_rollouts=min_rollouts,
             max_rollouts=self.max_rollouts,
             value=self.value,
         )
-        return counts
 
     def finish(self) -> dict[str, np.ndarray]:
         """Update the tracker with every draw of the step (one visit per prompt)."""
@@ -221,7 +180,7 @@ class RoundPlanner:
             idx = np.concatenate([i for i, _ in self._rows])
             r = np.concatenate([x for _, x in self._rows])
             self.tracker.update([self._ids[i] for i in idx], r)
-        self.priors.mark_seen(self._ids[: self.screened], self.step)
+        self.priors.mark_seen(self._ids, self.step)
         self.step += 1
         out = {"successes": self.successes.copy(), "attempts": self.attempts.copy()}
         self._rows = []

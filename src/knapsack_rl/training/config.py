@@ -176,11 +176,6 @@ class TrainConfig(_ConfigMixin):
         "rounds method: draw OVERSAMPLE * M prompts per step and pilot each; the step's "
         "rollout budget is unchanged",
     )
-    screen: str = _f(
-        "all",
-        "rounds method: 'all' pilots every drawn prompt; 'auto' chooses per step, from the "
-        "priors, whether to pilot M or OVERSAMPLE * M of them (docs/method.md)",
-    )
     pilot_mode: str = _f(
         "fixed", "rounds method: 'fixed' (PILOT each) or 'prior' (M*PILOT split by the prior)"
     )
@@ -318,10 +313,6 @@ class TrainConfig(_ConfigMixin):
                 f"budget: {b} rollouts per step cannot be met by {m} prompts{why} with "
                 f"{self.min_rollouts} <= rollouts <= {self.max_rollouts} (needs {lo}..{hi})"
             )
-        if self.screen not in ("all", "auto"):
-            raise ConfigError(f"screen: unknown {self.screen!r}; expected all or auto")
-        if self.screen == "auto" and self.pilot_mode != "fixed":
-            raise ConfigError("screen: 'auto' needs pilot_mode 'fixed'")
         if (
             self.method == "rounds"
             and self.rounds > 1
@@ -439,9 +430,6 @@ class TrainConfig(_ConfigMixin):
             max_rollouts=self.max_rollouts,
             value=self.value,
             priors=PriorModel(half_life=self.prior_half_life),
-            screen=self.screen,
-            oversample=self.oversample,
-            seed=self.seed,
         )
 
     def make_allocator(self):

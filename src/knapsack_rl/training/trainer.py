@@ -303,7 +303,6 @@ class Trainer:
             rec.update(pilot_stats(n1, s1, counts))
             a, b = self.planner.prior_a, self.planner.prior_b
             rec.update(tie_break_stats(a, b, n1, s1, counts, succ))
-            rec["rounds/screened"] = self.planner.screened / len(idx)
         if getattr(self.tracker, "discount", None) == "auto":
             rec["tracker/discount"] = self.tracker.discount_in_use
         return rec, arec
