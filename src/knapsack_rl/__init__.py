@@ -6,7 +6,7 @@ Beta functions of ``bayes``) and never imports torch.
 
 from knapsack_rl.allocation import METHODS, Allocation, Allocator, allocate
 from knapsack_rl.allocation.rounds import VALUES, allocate_round
-from knapsack_rl.tracking.planner import RoundPlanner
+from knapsack_rl.planning import OneShotPlanner, Planner, RoundPlanner, StreamPlanner
 
 __version__ = "0.1.0"
 
@@ -15,7 +15,10 @@ __all__ = [
     "VALUES",
     "Allocation",
     "Allocator",
+    "OneShotPlanner",
+    "Planner",
     "RoundPlanner",
+    "StreamPlanner",
     "allocate",
     "allocate_round",
     "__version__",

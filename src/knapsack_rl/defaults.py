@@ -21,6 +21,7 @@ __all__ = [
     "ADVANTAGE_CLIP",
     "ROUNDS",
     "PILOT",
+    "COMMIT",
     "OVERSAMPLE",
     "VALUE",
     "PRIOR_HALF_LIFE",
@@ -54,6 +55,9 @@ ADVANTAGE_CLIP = 5.0
 ROUNDS = 2
 #: pilot rollouts per prompt in round 1
 PILOT = 2
+#: ``method="stream"``: the whole budget is requested once this share of the pilot
+#: results is back (docs/method.md, "Streaming")
+COMMIT = 0.5
 #: ``method="rounds"`` draws OVERSAMPLE times the uniform number of prompts per step and
 #: pilots each; the step's rollout budget is unchanged (the reference trainer's selection
 #: runs picked 2 prompts per uniform prompt with a pilot of 2, BENCHMARKS.md)

@@ -7,13 +7,11 @@ from knapsack_rl.tracking.priors import PriorModel
 
 
 def run_step(planner, ids, budget, p, rng):
-    counts = planner.start(ids, budget)
+    idx = planner.start(ids, budget)
     sizes = []
-    while counts is not None:
-        idx = np.repeat(np.arange(len(ids)), counts)
-        planner.record(idx, (rng.random(idx.size) < p[idx]).astype(float))
-        sizes.append(int(counts.sum()))
-        counts = planner.next_round()
+    while idx.size:
+        sizes.append(int(idx.size))
+        idx = planner.record(idx, (rng.random(idx.size) < p[idx]).astype(float))
     return sizes, planner.finish()
 
 
@@ -42,16 +40,22 @@ def test_second_round_goes_to_unbroken_ties():
     assert mixed.sum() >= 8
 
 
-def test_pilot_from_prior_gives_confident_prompts_less():
-    tracker = make_tracker("beta", prior=(1.0, 1.0))
-    priors = PriorModel()
-    ids = list(range(10))
-    priors.set_offline(ids[:5], [0.0] * 5)  # known unsolvable offline
-    priors.strength = 50.0
-    planner = RoundPlanner(tracker, rounds=2, pilot="prior", pilot_size=4, priors=priors)
-    counts = planner.start(ids, 80)
-    assert counts[:5].max() < counts[5:].min()
-    assert counts.sum() == 40
+def test_pilot_prior_was_removed():
+    with pytest.raises(ValueError, match="removed in 0.2.0"):
+        RoundPlanner(make_tracker("beta"), pilot="prior")
+
+
+def test_record_returns_the_next_round_only_when_the_round_is_in():
+    planner = RoundPlanner(make_tracker("beta"), rounds=2, pilot=2)
+    sends = planner.start(["a", "b", "c"], 12)
+    assert sends.tolist() == [0, 0, 1, 1, 2, 2]
+    assert planner.record(sends[:5], [1, 0, 0, 0, 1]).size == 0  # one still out
+    rest = planner.record(sends[5:], [1])
+    assert rest.size == 6 and planner.record(rest, np.zeros(6)).size == 0
+    with pytest.raises(ValueError, match="prompt 0 .* pending"):
+        planner.record([0], [1.0])  # nothing of prompt 0 is out any more
+    out = planner.finish()
+    assert out["attempts"].sum() == 12
 
 
 def test_decay_pulls_stale_prompts_back_to_the_pool():
@@ -99,7 +103,8 @@ def test_planner_save_and_load_round_trip(tmp_path):
     p = RoundPlanner(tr, rounds=2, pilot=2)
     p.priors.set_groups(["a", "b"], [0, 1])
     p.start(["a", "b"], budget=8)
-    p.record([0, 0, 1, 1], [1, 0, 0, 0])
+    rest = p.record([0, 0, 1, 1], [1, 0, 0, 0])
+    p.record(rest, np.zeros(rest.size))
     p.finish()
     path = tmp_path / "planner.json"
     p.save(path)
