@@ -112,65 +112,17 @@ def test_beta_tracker_discount_and_fixed_prior():
     assert st.prior == (1.0, 1.0)
 
 
-def _regime(tracker, regime: str, prompts: int = 100, visits: int = 12, seed: int = 0):
-    """Visits of 8 rollouts to every prompt; ``drift``: each prompt's logit rises 0.8 between
-    visits (a policy that improves fast); ``stationary``: fixed success rates."""
-    rng = np.random.default_rng(seed)
-    z = np.log(rng.beta(0.5, 0.5, prompts))
-    z = z - np.log1p(-np.exp(z))
-    ids = np.repeat(np.arange(prompts), 8)
-    for _ in range(visits):
-        if regime == "drift":
-            z = z + 0.8
-        p = np.repeat(1.0 / (1.0 + np.exp(-z)), 8)
-        tracker.update(ids, (rng.random(ids.size) < p).astype(float))
+def test_beta_tracker_auto_discount_was_removed():
+    with pytest.raises(ValueError, match="removed in 0.2.0"):
+        BetaTracker(discount="auto")
 
 
-def test_beta_tracker_auto_discount_follows_the_drift():
-    # the factor that predicted each visit best before seeing it
-    still, moving = BetaTracker(discount="auto"), BetaTracker(discount="auto")
-    assert still.discount_in_use == 0.9  # no evidence yet: the default
-    _regime(still, "stationary")
-    _regime(moving, "drift")
-    assert still.discount_in_use >= 0.9
-    assert moving.discount_in_use <= 0.5
-    # its estimates are those of a plain tracker with the chosen factor
-    plain = BetaTracker(discount=moving.discount_in_use)
-    _regime(plain, "drift")
-    ids = list(range(100))
-    assert np.allclose(moving.stats(ids).p, plain.stats(ids).p)
-    # the surprise is the summed negative log predictive probability: check one visit by hand
-    from scipy.special import betaln
+def test_tracker_stats_alias_warns_with_its_removal_version():
+    import knapsack_rl.tracking as tracking
+    from knapsack_rl.allocation import PromptStats
 
-    t = BetaTracker(discount="auto", prior=(1.0, 1.0))
-    t.update(["a"] * 3, [1, 1, 0])  # 2 of 3 under Beta(1, 1)
-    t.update(["a"] * 2, [1, 1])  # 2 of 2 under Beta(1 + 2, 1 + 1)
-    t.update(["a"], [0])  # 0 of 1 under Beta(1 + 2d + 2, 1 + d)
-    for c, d in enumerate(t.discounts):
-        a, b = 3 + 2 * d, 1 + d
-        surprise = -(betaln(3, 2) - betaln(1, 1))
-        surprise -= betaln(5, 2) - betaln(3, 2)
-        surprise -= betaln(a, b + 1) - betaln(a, b)
-        assert t._L[0, c] == pytest.approx(surprise)
-
-
-def test_beta_tracker_auto_discount_save_load(tmp_path):
-    t = BetaTracker(discount="auto")
-    _regime(t, "drift", prompts=20, visits=6)
-    t.save(tmp_path / "auto.npz")
-    u = load_tracker(tmp_path / "auto.npz")
-    assert u.discount == "auto" and u.discount_in_use == t.discount_in_use
-    assert np.array_equal(u.stats(range(20)).p, t.stats(range(20)).p)
-    for tr in (t, u):  # resuming keeps scoring every factor
-        _regime(tr, "drift", prompts=20, visits=2, seed=1)
-    assert np.array_equal(u._L[:20], t._L[:20])
-    # a fixed factor keeps the plain file format
-    fixed = BetaTracker(discount=0.8)
-    fixed.update(["a"], [1.0])
-    assert {k: v.shape for k, v in fixed.state_dict()["arrays"].items()} == {"s": (1,), "f": (1,)}
-    for bad in ("fast", 0.0, 1.5, True):
-        with pytest.raises(ValueError, match="discount"):
-            BetaTracker(discount=bad)
+    with pytest.warns(DeprecationWarning, match="removed in 0.3.0"):
+        assert tracking.TrackerStats is PromptStats
 
 
 def test_beta_tracker_empirical_bayes_prior():

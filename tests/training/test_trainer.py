@@ -111,13 +111,13 @@ def test_rounds_oversample_draws_more_prompts_at_the_same_budget(tmp_path):
         cfg.replace(oversample=5).validate()
 
 
-def test_auto_discount_is_logged(tmp_path):
-    cfg = tiny(tmp_path, method="rounds", rollouts_per_prompt=5, steps=3, eval_every=0)
-    Trainer(cfg.replace(discount="auto"), reward_fn=_graded).run()
-    m = _lines(tmp_path / "run" / "metrics.jsonl")
-    assert all(x["tracker/discount"] in (0.9, 1.0, 0.7, 0.5, 0.3) for x in m)
-    Trainer(cfg.replace(run_dir=str(tmp_path / "fixed")), reward_fn=_graded).run()
-    assert all("tracker/discount" not in x for x in _lines(tmp_path / "fixed" / "metrics.jsonl"))
+def test_retired_settings_say_so(tmp_path):
+    with pytest.raises(TrainError, match="discount: 'auto' was removed in 0.2.0"):
+        Trainer(tiny(tmp_path, method="rounds").replace(discount="auto"), reward_fn=_graded)
+    with pytest.raises(ConfigError, match="pilot_mode='prior' was removed in 0.2.0"):
+        TrainConfig.from_dict({"pilot_mode": "prior"})
+    with pytest.warns(DeprecationWarning, match="will be removed in 0.3.0"):
+        assert TrainConfig.from_dict({"pilot_mode": "fixed"}) == TrainConfig()
 
 
 # rounds: a pilot of 2 x 4 prompts, then a second wave of 12 (the rest of 4 x 5)
@@ -125,16 +125,16 @@ ROUNDS = dict(method="rounds", pilot=2, rollouts_per_prompt=5, oversample=1)
 
 
 @pytest.mark.parametrize(
-    "kw, crash_size",
+    "kw, crash",
     [
-        (dict(method="knapsack"), 16),
-        (dict(method="bayes"), 16),
-        (ROUNDS, 12),
-        ({**ROUNDS, "discount": "auto"}, 12),
+        (dict(method="knapsack"), (16, 5)),
+        (dict(method="bayes"), (16, 5)),
+        (ROUNDS, (12, 5)),
+        ({**ROUNDS, "method": "stream"}, (3, 17)),  # 4 releases of 3 per step: step index 4
     ],
-    ids=["knapsack", "bayes", "rounds", "rounds-auto-discount"],
+    ids=["knapsack", "bayes", "rounds", "stream"],
 )
-def test_resume_equals_uninterrupted(tmp_path, kw, crash_size):
+def test_resume_equals_uninterrupted(tmp_path, kw, crash):
     full = Trainer(tiny(tmp_path, "full", **kw), reward_fn=_graded)
     full.run()
     m = _lines(tmp_path / "full" / "metrics.jsonl")
@@ -144,7 +144,7 @@ def test_resume_equals_uninterrupted(tmp_path, kw, crash_size):
     # interrupted at step index 4 (after the checkpoint of step 3), then resumed
     cfg = tiny(tmp_path, "cut", **kw)
     t = Trainer(cfg)
-    t.reward_fn = Boom(at=5, size=crash_size)
+    t.reward_fn = Boom(at=crash[1], size=crash[0])
     with pytest.raises(TrainError, match="simulated crash"):
         t.run()
     ck = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
@@ -426,7 +426,7 @@ def test_jsonl_task_runs_with_builtin_model(tmp_path):
         (["--kl-coef", "-1"], "kl_coef must be a finite number >= 0"),
         (["--advantage-clip", "0"], "advantage_clip must be a finite number > 0"),
         (["--discount", "1.5"], "discount must be a finite number > 0 and <= 1"),
-        (["--discount", "fast"], "discount must be a number in (0, 1] or 'auto', got 'fast'"),
+        (["--discount", "fast"], "--discount: could not convert string to float: 'fast'"),
     ],
 )
 def test_numeric_flags_checked_at_startup(tmp_path, capsys, flags, msg):

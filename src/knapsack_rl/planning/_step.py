@@ -139,6 +139,24 @@ class StepPlanner:
         self._rows.append((idx, r))
         return idx, r
 
+    def _lose(self, index) -> None:
+        """Rollouts that came back without a usable reward: no longer pending, no evidence."""
+        if not self._open:
+            raise ValueError("drop: the step is finished (call start first)")
+        idx = np.asarray(index, dtype=np.int64).reshape(-1)
+        m = len(self._ids)
+        if idx.size and (idx.min() < 0 or idx.max() >= m):
+            raise ValueError(f"drop: a prompt position is not one of the step's {m}")
+        got = np.bincount(idx, minlength=m)
+        over = np.flatnonzero(got > self.pending)
+        if over.size:
+            k = int(over[0])
+            raise ValueError(
+                f"drop: prompt {k} ({self._ids[k]!r}) has {int(self.pending[k])} pending, "
+                f"not {int(got[k])}"
+            )
+        self.pending -= got
+
     def finish(self) -> dict[str, np.ndarray]:
         """Update the tracker with every draw of the step (one visit per prompt); returns
         ``{"successes", "attempts"}`` per prompt (int64 (M,)). Rollouts still pending

@@ -20,12 +20,15 @@ Planners: :class:`knapsack_rl.RoundPlanner` (rounds with barriers),
 
 from __future__ import annotations
 
+import heapq
+from collections import deque
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Planner", "positions", "run_batched"]
+__all__ = ["EngineRun", "Planner", "positions", "run_batched", "run_streaming", "makespan"]
 
 
 @runtime_checkable
@@ -74,3 +77,78 @@ def run_batched(
         rewards = np.asarray(generate(sends), dtype=np.float64).reshape(-1)
         sends = planner.record(sends, rewards)
     return planner.finish()
+
+
+@dataclass
+class EngineRun:
+    """What an engine run of one step took (modelled seconds).
+
+    Attributes:
+        makespan: seconds from the first request to the last completion.
+        busy: slot-seconds spent generating (sum of the rollouts' durations).
+        order: prompt position of each completion, in completion order.
+    """
+
+    makespan: float
+    busy: float
+    order: np.ndarray
+
+
+def makespan(durations, capacity: int | None = None) -> float:
+    """Seconds an engine with ``capacity`` slots (None: one per rollout) takes to run
+    rollouts of ``durations`` (seconds, (N,)) submitted together, first come first served."""
+    d = np.asarray(durations, dtype=np.float64).reshape(-1)
+    if capacity is None or capacity >= d.size:
+        return float(d.max()) if d.size else 0.0
+    slots = [0.0] * int(capacity)
+    for x in d:
+        heapq.heapreplace(slots, slots[0] + x)
+    return max(slots)
+
+
+def run_streaming(
+    planner: Planner,
+    prompt_ids: Sequence[Hashable],
+    budget: int,
+    generate: Callable[[np.ndarray], np.ndarray],
+    duration: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    capacity: int | None = None,
+    sends: np.ndarray | None = None,
+) -> tuple[Any, EngineRun]:
+    """Drive ``planner`` as a continuous-batching engine would: requests queue first come
+    first served for ``capacity`` slots (None: no limit), and every completion is recorded
+    the moment it finishes, so the planner's answer is submitted at once.
+
+    ``generate(positions) -> rewards`` is called once per batch of requests the planner
+    released together (a CPU stand-in generates them there); ``duration(positions,
+    rewards) -> seconds`` models how long each would run on the engine. ``sends``: the
+    positions ``planner.start`` already returned (None: call it here). Returns what
+    ``planner.finish()`` returns and the :class:`EngineRun`.
+    """
+    queue: deque = deque()
+    running: list = []
+    now, busy, seq, order = 0.0, 0.0, 0, []
+
+    def submit(pos: np.ndarray) -> None:
+        if pos.size:
+            r = np.asarray(generate(pos), dtype=np.float64).reshape(-1)
+            d = np.asarray(duration(pos, r), dtype=np.float64).reshape(-1)
+            queue.extend(zip(pos.tolist(), r.tolist(), d.tolist(), strict=True))
+
+    def fill() -> None:
+        nonlocal seq, busy
+        while queue and (capacity is None or len(running) < capacity):
+            i, r, d = queue.popleft()
+            heapq.heappush(running, (now + d, seq, i, r))
+            busy += d
+            seq += 1
+
+    submit(planner.start(prompt_ids, budget) if sends is None else np.asarray(sends, np.int64))
+    fill()
+    while running:
+        now, _, i, r = heapq.heappop(running)
+        order.append(i)
+        submit(planner.record(i, r))
+        fill()
+    groups = planner.finish()
+    return groups, EngineRun(now, busy, np.asarray(order, dtype=np.int64))

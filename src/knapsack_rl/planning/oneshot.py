@@ -47,6 +47,12 @@ class OneShotPlanner:
         self._rows.append((idx, r))
         return np.zeros(0, dtype=np.int64)
 
+    def drop(self, index) -> np.ndarray:
+        """Rollouts that came back without a usable reward: not evidence."""
+        idx = np.asarray(index, dtype=np.int64).reshape(-1)
+        self.pending = self.pending - np.bincount(idx, minlength=len(self._ids))
+        return np.zeros(0, dtype=np.int64)
+
     def finish(self) -> dict[str, np.ndarray]:
         """One tracker update with the step's rewards; per-prompt successes and attempts."""
         m = len(self._ids)

@@ -63,7 +63,11 @@ class RoundPlanner(StepPlanner):
         if isinstance(pilot, bool) or not isinstance(pilot, int) or pilot < 1:
             raise ValueError(f"pilot must be an integer >= 1, got {pilot!r}")
         super().__init__(
-            tracker, min_rollouts=min_rollouts, max_rollouts=max_rollouts, value=value, priors=priors
+            tracker,
+            min_rollouts=min_rollouts,
+            max_rollouts=max_rollouts,
+            value=value,
+            priors=priors,
         )
         self.rounds = int(rounds)
         self.pilot = pilot
@@ -90,6 +94,15 @@ class RoundPlanner(StepPlanner):
         ``k``, ``rewards[k]`` its reward (or a single position and reward). Returns the
         next round's positions once the round's last result is in, else an empty array."""
         self._take(index, rewards)
+        return self._after()
+
+    def drop(self, index) -> np.ndarray:
+        """Requested rollouts that came back without a usable reward (failed or unscorable):
+        no longer pending, not evidence. Returns what :meth:`record` would."""
+        self._lose(index)
+        return self._after()
+
+    def _after(self) -> np.ndarray:
         if self.pending.any():
             return np.zeros(0, dtype=np.int64)
         counts = self._next_counts()

@@ -74,7 +74,11 @@ class StreamPlanner(StepPlanner):
         priors: PriorModel | None = None,
     ) -> None:
         super().__init__(
-            tracker, min_rollouts=min_rollouts, max_rollouts=max_rollouts, value=value, priors=priors
+            tracker,
+            min_rollouts=min_rollouts,
+            max_rollouts=max_rollouts,
+            value=value,
+            priors=priors,
         )
         if concurrency is not None and (
             isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
@@ -113,6 +117,17 @@ class StreamPlanner(StepPlanner):
         self._pilot_of -= back
         self._pilots_back += int(back.sum())
         self._since += idx.size
+        return self._release()
+
+    def drop(self, index) -> np.ndarray:
+        """Requested rollouts that came back without a usable reward (failed or unscorable):
+        no longer pending, not evidence; their slots are refilled. Returns what
+        :meth:`record` would."""
+        idx = np.asarray(index, dtype=np.int64).reshape(-1)
+        self._lose(idx)
+        back = np.minimum(np.bincount(idx, minlength=len(self._ids)), self._pilot_of)
+        self._pilot_of -= back
+        self._pilots_back += int(back.sum())
         return self._release()
 
     # ------------------------------------------------------------------ planning

@@ -5,7 +5,6 @@ from knapsack_rl.tracking.trackers import (
     BetaTracker,
     PaperTracker,
     Tracker,
-    TrackerStats,
     WindowTracker,
     binarize_rewards,
     load_tracker,
@@ -17,9 +16,16 @@ __all__ = [
     "BetaTracker",
     "PaperTracker",
     "Tracker",
-    "TrackerStats",
     "WindowTracker",
     "binarize_rewards",
     "load_tracker",
     "make_tracker",
 ]
+
+
+def __getattr__(name: str):
+    if name == "TrackerStats":  # the old name of PromptStats
+        from knapsack_rl.tracking import trackers
+
+        return trackers.TrackerStats
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,12 +35,10 @@ from knapsack_rl.atomic import atomic_write_bytes
 from knapsack_rl.io import InputError
 
 __all__ = [
-    "TrackerStats",
     "Tracker",
     "PaperTracker",
     "WindowTracker",
     "BetaTracker",
-    "AUTO_DISCOUNTS",
     "TRACKERS",
     "make_tracker",
     "load_tracker",
@@ -68,7 +66,13 @@ def binarize_rewards(rewards, threshold: float | None = None) -> np.ndarray:
     return (r == 1).astype(np.int8)
 
 
-TrackerStats = PromptStats  # deprecated name: trackers return PromptStats
+def __getattr__(name: str):
+    if name == "TrackerStats":  # the old name of PromptStats
+        from knapsack_rl.deprecation import deprecated
+
+        deprecated("knapsack_rl.tracking.TrackerStats", "knapsack_rl.allocation.PromptStats")
+        return PromptStats
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Tracker:
@@ -427,10 +431,6 @@ class WindowTracker(Tracker):
         }
 
 
-#: candidate forgetting factors of ``BetaTracker(discount="auto")``; the first wins ties
-AUTO_DISCOUNTS = (defaults.BETA_DISCOUNT, 1.0, 0.7, 0.5, 0.3)
-
-
 class BetaTracker(Tracker):
     """Discounted Beta posterior per prompt with an empirical-Bayes prior.
 
@@ -440,117 +440,65 @@ class BetaTracker(Tracker):
     evidence of all prompts seen (see :func:`knapsack_rl.allocation.values.fit_beta_prior`),
     or fixed with ``prior=(a0, b0)``. ``p`` is the posterior mean, so unseen
     prompts get the prior mean from step 1; every prompt is ``valid``.
-
-    ``discount="auto"`` keeps the evidence for each factor in :data:`AUTO_DISCOUNTS`
-    and scores each by how well it predicted every visit before seeing it (the
-    beta-binomial log predictive probability, summed over visits); estimates come
-    from the best so far. A policy that moves fast between visits picks a small
-    factor, a stationary one a factor near 1 (docs/method.md, "Estimators").
     """
 
     kind = "beta"
 
     def __init__(
         self,
-        discount: float | str = defaults.BETA_DISCOUNT,
+        discount: float = defaults.BETA_DISCOUNT,
         prior: tuple[float, float] | None = None,
         threshold=None,
     ) -> None:
         super().__init__(threshold)
         if discount == "auto":
-            self.discounts = np.asarray(AUTO_DISCOUNTS, dtype=np.float64)
-        else:
-            if isinstance(discount, (bool, str)) or not 0.0 < float(discount) <= 1.0:
-                raise ValueError(f"discount must be in (0, 1] or 'auto', got {discount!r}")
-            discount = float(discount)
-            self.discounts = np.asarray([discount], dtype=np.float64)
+            raise ValueError(
+                "discount='auto' was removed in 0.2.0 (measured, not adopted); "
+                "give a number in (0, 1]"
+            )
+        if isinstance(discount, (bool, str)) or not 0.0 < float(discount) <= 1.0:
+            raise ValueError(f"discount must be in (0, 1], got {discount!r}")
         if prior is not None and not (prior[0] > 0 and prior[1] > 0):
             raise ValueError(f"prior must have a0 > 0 and b0 > 0, got {prior}")
-        self.discount = discount
+        self.discount = float(discount)
         self.fixed_prior = None if prior is None else (float(prior[0]), float(prior[1]))
         self._grow(0)
 
-    @property
-    def auto(self) -> bool:
-        return self.discounts.size > 1
-
     def _grow(self, n: int) -> None:
-        c = self.discounts.size
-        new = [np.zeros((n, c)) for _ in range(3)]  # evidence s, f; surprise (-log predictive)
-        old = getattr(self, "_S", None)
+        new = [np.zeros(n), np.zeros(n)]  # discounted successes, failures
+        old = getattr(self, "_s", None)
         if old is not None:
             k = old.shape[0]
-            for dest, src in zip(new, (self._S, self._F, self._L)):
-                dest[:k] = src
-        self._S, self._F, self._L = new
-
-    @property
-    def best(self) -> int:
-        """Column of the factor in use (always 0 unless ``discount="auto"``)."""
-        if not self.auto:
-            return 0
-        return int(np.argmin(self._L[: len(self._ids)].sum(axis=0)))
-
-    @property
-    def discount_in_use(self) -> float:
-        """The forgetting factor the estimates come from."""
-        return float(self.discounts[self.best])
-
-    @property
-    def _s(self) -> np.ndarray:
-        """Discounted successes per prompt under the factor in use (a view)."""
-        return self._S[:, self.best]
-
-    @property
-    def _f(self) -> np.ndarray:
-        """Discounted failures per prompt under the factor in use (a view)."""
-        return self._F[:, self.best]
+            new[0][:k], new[1][:k] = self._s, self._f
+        self._s, self._f = new
 
     def _record_visits(self, dense, group, succ) -> None:
         k = np.bincount(group, weights=succ, minlength=dense.size)
         size = np.bincount(group, minlength=dense.size)
-        if self.auto:  # score each factor on this visit before it sees it
-            from scipy.special import betaln
-
-            n = len(self._ids)
-            for c in range(self.discounts.size):
-                a0, b0 = self._fit(self._S[:n, c], self._F[:n, c])
-                a, b = a0 + self._S[dense, c], b0 + self._F[dense, c]
-                self._L[dense, c] -= betaln(a + k, b + size - k) - betaln(a, b)  # surprise
-        d = self.discounts
-        self._S[dense] = d * self._S[dense] + k[:, None]
-        self._F[dense] = d * self._F[dense] + (size - k)[:, None]
-
-    def _fit(self, s: np.ndarray, f: np.ndarray) -> tuple[float, float]:
-        if self.fixed_prior is not None:
-            return self.fixed_prior
-        return fit_beta_prior(s, s + f)
+        self._s[dense] = self.discount * self._s[dense] + k
+        self._f[dense] = self.discount * self._f[dense] + (size - k)
 
     def prior(self) -> tuple[float, float]:
         """The prior in force: fixed, or fitted to every prompt seen so far."""
-        return self._prior(self.best)
-
-    def _prior(self, col: int) -> tuple[float, float]:
+        if self.fixed_prior is not None:
+            return self.fixed_prior
         n = len(self._ids)
-        return self._fit(self._S[:n, col], self._F[:n, col])
+        return fit_beta_prior(self._s[:n], self._s[:n] + self._f[:n])
 
     def stats(self, ids: Sequence) -> PromptStats:
         ids = list(ids)
         j = self._lookup(ids, create=False)
         seen = j >= 0
         jj = np.where(seen, j, 0)
-        col = self.best  # one choice of factor for the counts and the prior
-        s = np.where(seen, self._S[jj, col], 0.0)
-        f = np.where(seen, self._F[jj, col], 0.0)
-        a0, b0 = self._prior(col)
+        s = np.where(seen, self._s[jj], 0.0)
+        f = np.where(seen, self._f[jj], 0.0)
+        a0, b0 = self.prior()
         p = (a0 + s) / (a0 + b0 + s + f)
         valid = np.ones(len(j), dtype=bool)
         return PromptStats(ids=ids, p=p, valid=valid, successes=s, attempts=s + f, prior=(a0, b0))
 
     def _arrays(self):
-        if not self.auto:  # one factor: the file format of a plain beta tracker
-            return {"s": self._S[:, 0], "f": self._F[:, 0]}
-        return {"s": self._S, "f": self._F, "surprise": self._L}
+        return {"s": self._s, "f": self._f}
 
     def _config(self):
         return {**super()._config(), "discount": self.discount, "prior": self.fixed_prior}

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from knapsack_rl import defaults
-from knapsack_rl.allocation import METHODS
+from knapsack_rl.planning.session import ALLOCATION_METHODS, AllocationConfig
 
-TRAIN_METHODS = (*METHODS, "rounds")
+TRAIN_METHODS = ALLOCATION_METHODS
 
 __all__ = [
     "TrainConfig",
@@ -36,6 +36,9 @@ TRACKER_CHOICES = ("auto", "paper", "window", "beta")
 DEPRECATED = {
     "adv_clip": ("advantage_clip", lambda v: None if v is not None and v <= 0 else v),
 }
+#: settings that were retired: name -> the one value still accepted (and ignored)
+RETIRED = {"pilot_mode": "fixed"}
+REMOVAL = "0.3.0"
 
 
 def _renamed(key: str, where: str) -> tuple[str, typing.Callable]:
@@ -43,8 +46,27 @@ def _renamed(key: str, where: str) -> tuple[str, typing.Callable]:
     if key not in DEPRECATED:
         return key, lambda v: v
     new, conv = DEPRECATED[key]
-    warnings.warn(f"{where}: {key!r} is deprecated; use {new!r}", DeprecationWarning, stacklevel=3)
+    warnings.warn(
+        f"{where}: {key!r} is deprecated; use {new!r} ({key!r} will be removed in {REMOVAL})",
+        DeprecationWarning,
+        stacklevel=3,
+    )
     return new, conv
+
+
+def _retired(key: str, value, where: str) -> None:
+    """Accept a retired setting at its one remaining value (DeprecationWarning), else fail."""
+    keep = RETIRED[key]
+    if str(value).strip().lower() != keep:
+        raise ConfigError(
+            f"{where}: {key}={value!r} was removed in 0.2.0 (measured, not adopted); "
+            f"only {keep!r} is left, so drop the setting"
+        )
+    warnings.warn(
+        f"{where}: {key!r} has no effect and will be removed in {REMOVAL}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 class ConfigError(ValueError):
@@ -76,6 +98,9 @@ class _ConfigMixin:
         names = {f.name: f for f in dataclasses.fields(cls)}
         kw = {}
         for k, v in d.items():
+            if k.replace("-", "_") in RETIRED:
+                _retired(k.replace("-", "_"), v, source)
+                continue
             key, conv = _renamed(k.replace("-", "_"), source)
             if key not in names:
                 raise ConfigError(f"{source}: unknown setting {k!r}")
@@ -162,32 +187,36 @@ class TrainConfig(_ConfigMixin):
     method: str = _f(
         defaults.METHOD,
         f"allocation method: {', '.join(TRAIN_METHODS)} (rounds: generate in rounds, "
-        "allocating each round from the step's own draws)",
+        "allocating each round from the step's own draws; stream: allocate as completions "
+        "return, in the order a GPU engine would return them)",
     )
     tracker: str = _f(
         "auto",
-        "success-rate tracker: auto (paper->paper, bayes/rounds->beta, else window), paper, "
-        "window, beta",
+        "success-rate tracker: auto (paper->paper, bayes/rounds/stream->beta, else window), "
+        "paper, window, beta",
     )
     rounds: int = _f(defaults.ROUNDS, "rounds method: generation rounds per step")
-    pilot: int = _f(defaults.PILOT, "rounds method: pilot rollouts per prompt in round 1")
+    pilot: int = _f(defaults.PILOT, "rounds/stream: pilot rollouts per prompt")
     oversample: int = _f(
         defaults.OVERSAMPLE,
-        "rounds method: draw OVERSAMPLE * M prompts per step and pilot each; the step's "
+        "rounds/stream: draw OVERSAMPLE * M prompts per step and pilot each; the step's "
         "rollout budget is unchanged",
     )
-    pilot_mode: str = _f(
-        "fixed", "rounds method: 'fixed' (PILOT each) or 'prior' (M*PILOT split by the prior)"
+    value: str = _f(defaults.VALUE, "rounds/stream: value model (grpo, paper)")
+    commit: float = _f(
+        defaults.COMMIT,
+        "stream: the whole budget is requested once this share of the pilot results is back",
     )
-    value: str = _f(
-        defaults.VALUE, "rounds method: value model (paper, informative, size, coba, grpo)"
+    concurrency: int | None = _f(
+        None,
+        "stream: most rollouts in flight (the modelled engine's slots); none: the whole step",
     )
     prior_half_life: float = _f(
-        defaults.PRIOR_HALF_LIFE, "rounds method: steps until a prompt's own evidence counts half"
+        defaults.PRIOR_HALF_LIFE, "rounds/stream: steps until a prompt's own evidence counts half"
     )
     prior_tracker: str | None = _f(
         None,
-        "rounds method: a previous run's tracker file (.npz) whose estimates seed the priors",
+        "rounds/stream: a previous run's tracker file (.npz) whose estimates seed the priors",
     )
     prompts_per_step: int = _f(32, "M: prompts per step")
     rollouts_per_prompt: int = _f(
@@ -198,10 +227,7 @@ class TrainConfig(_ConfigMixin):
     min_rollouts: int = _f(defaults.MIN_ROLLOUTS, "L: smallest group per prompt")
     max_rollouts: int = _f(defaults.MAX_ROLLOUTS, "U: largest group per prompt")
     window: int = _f(defaults.WINDOW, "window tracker: rewards kept per prompt")
-    discount: float | str = _f(
-        defaults.BETA_DISCOUNT,
-        "beta tracker: forgetting factor per visit, or 'auto' (chosen by predictive likelihood)",
-    )
+    discount: float = _f(defaults.BETA_DISCOUNT, "beta tracker: forgetting factor per visit")
     success_threshold: float = _f(
         defaults.SUCCESS_THRESHOLD,
         "a rollout counts as a success for the tracker when its reward is >= this",
@@ -235,24 +261,21 @@ class TrainConfig(_ConfigMixin):
 
     def validate(self) -> TrainConfig:
         """Check values; raise :class:`ConfigError` naming the field."""
-        if self.method not in TRAIN_METHODS:
-            raise ConfigError(
-                f"method: unknown {self.method!r}; expected one of {', '.join(TRAIN_METHODS)}"
-            )
-        from knapsack_rl.allocation.rounds import VALUES
+        self._check_choices()
+        self._check_counts()
+        self._check_numbers()
+        self._check_budget()
+        self._check_model_and_task()
+        return self
 
-        if self.value not in VALUES:
-            raise ConfigError(f"value: unknown {self.value!r}; expected one of {', '.join(VALUES)}")
-        if self.pilot_mode not in ("fixed", "prior"):
-            raise ConfigError(f"pilot_mode: unknown {self.pilot_mode!r}; expected fixed or prior")
-        if self.rounds < 1 or self.pilot < 1:
-            raise ConfigError(f"rounds and pilot must be >= 1, got {self.rounds} and {self.pilot}")
-        if not (self.prior_half_life > 0):
-            raise ConfigError(f"prior_half_life must be > 0, got {self.prior_half_life}")
-        if self.tracker not in TRACKER_CHOICES:
+    def _check_choices(self) -> None:
+        if isinstance(self.discount, str):
             raise ConfigError(
-                f"tracker: unknown {self.tracker!r}; expected one of {', '.join(TRACKER_CHOICES)}"
+                f"discount: {self.discount!r} was removed in 0.2.0 (measured, not adopted); "
+                "give a number in (0, 1]"
             )
+        for problem in self.allocation.problems():  # method, value, tracker, rounds, ...
+            raise ConfigError(problem)
         from knapsack_rl.training.tasks import TASKS
 
         if self.task not in TASKS:
@@ -263,66 +286,39 @@ class TrainConfig(_ConfigMixin):
             raise ConfigError("dataset: task 'jsonl' needs --dataset FILE")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device: unknown {self.device!r}")
-        for name in (
-            "steps",
-            "prompts_per_step",
-            "rollouts_per_prompt",
-            "min_rollouts",
-            "max_rollouts",
-            "max_new_tokens",
-            "threads",
-            "updates_per_batch",
-            "minibatch_rollouts",
-            "oversample",
-            "train_prompts",
-            "eval_prompts",
-            "eval_samples",
-            "n_layer",
-            "n_embd",
-            "n_head",
-            "sft_batch",
-            "max_batch_tokens",
-        ):
+
+    def _check_counts(self) -> None:
+        for name in _POSITIVE:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("save_every", "eval_every", "sft_steps", "sft_examples"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for k in self.pass_k:
+            if not 1 <= k <= self.eval_samples:
+                raise ConfigError(f"pass_k: {k} is not in 1..eval_samples ({self.eval_samples})")
+
+    def _check_budget(self) -> None:
         if self.step_prompts > self.train_prompts:
             raise ConfigError(
                 f"prompts per step ({self.step_prompts}: prompts_per_step x oversample) > "
                 f"train_prompts ({self.train_prompts})"
             )
-        self._check_numbers()
-        for k in self.pass_k:
-            if not 1 <= k <= self.eval_samples:
-                raise ConfigError(f"pass_k: {k} is not in 1..eval_samples ({self.eval_samples})")
         if self.min_rollouts > self.max_rollouts:
             raise ConfigError(
                 f"min_rollouts ({self.min_rollouts}) > max_rollouts ({self.max_rollouts})"
             )
         m, b = self.step_prompts, self.step_budget
-        lo, hi = m * self.min_rollouts, m * self.max_rollouts
-        if not lo <= b <= hi:
-            why = (
-                f" (prompts_per_step x oversample {self.oversample})"
-                if m != self.prompts_per_step
-                else ""
+        problem = self.allocation.check_step(m, b)
+        if problem is not None and problem.startswith("budget") and m != self.prompts_per_step:
+            problem = problem.replace(
+                f"by {m} prompts",
+                f"by {m} prompts (prompts_per_step x oversample {self.oversample})",
             )
-            raise ConfigError(
-                f"budget: {b} rollouts per step cannot be met by {m} prompts{why} with "
-                f"{self.min_rollouts} <= rollouts <= {self.max_rollouts} (needs {lo}..{hi})"
-            )
-        if (
-            self.method == "rounds"
-            and self.rounds > 1
-            and self.pilot_mode == "fixed"
-            and m * self.pilot >= b
-        ):
-            raise ConfigError(
-                f"pilot: {m} prompts x {self.pilot} pilot rollouts use the whole budget of "
-                f"{b}, leaving nothing for later rounds (lower pilot or oversample)"
-            )
+        if problem is not None:
+            raise ConfigError(problem)
+
+    def _check_model_and_task(self) -> None:
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.task == "arithmetic" and not (
@@ -341,32 +337,12 @@ class TrainConfig(_ConfigMixin):
                 f"sft_weights: give {len(self.digits)} non-negative numbers (one per level) "
                 f"with a positive sum, got {self.sft_weights}"
             )
-        return self
 
     def _check_numbers(self) -> None:
         """Every real-valued setting: finite and in its range (one line naming the field)."""
-        ranges = {  # name: (low, low inclusive, high, high inclusive)
-            "lr": (0, False, math.inf, False),
-            "sft_lr": (0, False, math.inf, False),
-            "weight_decay": (0, True, math.inf, False),
-            "temperature": (0, False, math.inf, False),
-            "eval_temperature": (0, False, math.inf, False),
-            "kl_coef": (0, True, math.inf, False),
-            "max_grad_norm": (-math.inf, False, math.inf, False),  # <= 0: off
-            "advantage_clip": (0, False, math.inf, False),
-            "clip_eps_low": (0, True, 1, False),
-            "clip_eps_high": (0, True, math.inf, False),
-            "sft_noise": (0, True, 1, True),
-            "discount": (0, False, 1, True),
-            "success_threshold": (-math.inf, False, math.inf, False),
-        }
-        if isinstance(self.discount, str) and self.discount != "auto":
-            raise ConfigError(
-                f"discount must be a number in (0, 1] or 'auto', got {self.discount!r}"
-            )
-        for name, (lo, lo_in, hi, hi_in) in ranges.items():
+        for name, (lo, lo_in, hi, hi_in) in _RANGES.items():
             v = getattr(self, name)
-            if (v is None and name == "advantage_clip") or (name == "discount" and v == "auto"):
+            if v is None and name == "advantage_clip":
                 continue
             ok = (
                 math.isfinite(v)
@@ -383,8 +359,9 @@ class TrainConfig(_ConfigMixin):
 
     @property
     def step_prompts(self) -> int:
-        """Prompts drawn per step: ``prompts_per_step``, times ``oversample`` for ``rounds``."""
-        return self.prompts_per_step * (self.oversample if self.method == "rounds" else 1)
+        """Prompts drawn per step: ``prompts_per_step``, times ``oversample`` for
+        ``rounds`` and ``stream``."""
+        return self.allocation.step_prompts(self.prompts_per_step)
 
     @property
     def step_budget(self) -> int:
@@ -396,52 +373,108 @@ class TrainConfig(_ConfigMixin):
         )
 
     @property
-    def tracker_kind(self) -> str:
-        """The tracker actually used (resolves ``auto``)."""
-        if self.tracker != "auto":
-            return self.tracker
-        return {"paper": "paper", "bayes": "beta", "rounds": "beta"}.get(self.method, "window")
-
-    def make_tracker(self):
-        """A fresh success-rate tracker of kind :attr:`tracker_kind` with these settings."""
-        from knapsack_rl.tracking import make_tracker
-
+    def allocation(self) -> AllocationConfig:
+        """The allocation section as the engine-agnostic :class:`AllocationConfig`."""
         kind = self.tracker_kind
-        kw: dict = {"threshold": self.success_threshold}
+        kw: dict = {}
         if kind == "window":
             kw["window"] = self.window
         elif kind == "beta":
             kw["discount"] = self.discount
-        return make_tracker(kind, **kw)
-
-    def make_planner(self, tracker):
-        """The :class:`knapsack_rl.RoundPlanner` of ``method="rounds"`` (None otherwise)."""
-        if self.method != "rounds":
-            return None
-        from knapsack_rl.tracking.planner import RoundPlanner
-        from knapsack_rl.tracking.priors import PriorModel
-
-        return RoundPlanner(
-            tracker,
+        return AllocationConfig(
+            method=self.method,
+            tracker=self.tracker,
+            tracker_kwargs=kw,
+            value=self.value,
             rounds=self.rounds,
-            pilot="prior" if self.pilot_mode == "prior" else self.pilot,
-            pilot_size=self.pilot,
+            pilot=self.pilot,
+            oversample=self.oversample,
+            commit=self.commit,
+            concurrency=self.concurrency,
+            prior_half_life=self.prior_half_life,
+            prior_tracker=self.prior_tracker,
+            rollouts_per_prompt=self.rollouts_per_prompt,
             min_rollouts=self.min_rollouts,
             max_rollouts=self.max_rollouts,
-            value=self.value,
-            priors=PriorModel(half_life=self.prior_half_life),
+            success_threshold=self.success_threshold,
         )
+
+    @property
+    def tracker_kind(self) -> str:
+        """The tracker actually used (resolves ``auto``)."""
+        if self.tracker != "auto":
+            return self.tracker
+        return {"paper": "paper", "bayes": "beta", "rounds": "beta", "stream": "beta"}.get(
+            self.method, "window"
+        )
+
+    def make_tracker(self):
+        """A fresh success-rate tracker of kind :attr:`tracker_kind` with these settings."""
+        return self.allocation.make_tracker()
 
     def make_allocator(self):
         """The :class:`knapsack_rl.Allocator` of these settings."""
-        from knapsack_rl.allocation import Allocator
+        return self.allocation.make_allocator()
 
-        return Allocator(
-            method="knapsack" if self.method == "rounds" else self.method,
-            min_rollouts=self.min_rollouts,
-            max_rollouts=self.max_rollouts,
-            rollouts_per_prompt=self.rollouts_per_prompt,
-        )
+    def sections(self) -> dict[str, dict]:
+        """The settings grouped as ``{section: {name: value}}`` (run, model, task,
+        allocation, generation, optimisation, evaluation)."""
+        d = self.to_dict()
+        return {sec: {k: d[k] for k in names} for sec, names in SECTIONS.items()}
+
+
+#: the settings by section, in the order ``--help`` prints them
+SECTIONS: dict[str, tuple[str, ...]] = {}
+_SECTION_STARTS = {
+    "run_dir": "run",
+    "model": "model",
+    "task": "task",
+    "method": "allocation",
+    "max_new_tokens": "generation",
+    "lr": "optimisation",
+    "eval_every": "evaluation",
+}
+_sec = "run"
+for _f_ in dataclasses.fields(TrainConfig):
+    _sec = _SECTION_STARTS.get(_f_.name, _sec)
+    SECTIONS[_sec] = (*SECTIONS.get(_sec, ()), _f_.name)
+del _sec, _f_
+
+_POSITIVE = (
+    "steps",
+    "prompts_per_step",
+    "rollouts_per_prompt",
+    "min_rollouts",
+    "max_rollouts",
+    "max_new_tokens",
+    "threads",
+    "updates_per_batch",
+    "minibatch_rollouts",
+    "oversample",
+    "train_prompts",
+    "eval_prompts",
+    "eval_samples",
+    "n_layer",
+    "n_embd",
+    "n_head",
+    "sft_batch",
+    "max_batch_tokens",
+)
+_RANGES = {  # name: (low, low inclusive, high, high inclusive)
+    "lr": (0, False, math.inf, False),
+    "sft_lr": (0, False, math.inf, False),
+    "weight_decay": (0, True, math.inf, False),
+    "temperature": (0, False, math.inf, False),
+    "eval_temperature": (0, False, math.inf, False),
+    "kl_coef": (0, True, math.inf, False),
+    "max_grad_norm": (-math.inf, False, math.inf, False),  # <= 0: off
+    "advantage_clip": (0, False, math.inf, False),
+    "clip_eps_low": (0, True, 1, False),
+    "clip_eps_high": (0, True, math.inf, False),
+    "sft_noise": (0, True, 1, True),
+    "discount": (0, False, 1, True),
+    "success_threshold": (-math.inf, False, math.inf, False),
+}
 
 
 _HINTS: dict = {}
@@ -471,6 +504,10 @@ def _base_type(tp):
 
 
 def _convert(f: dataclasses.Field, v, where: str, cls=None):
+    if f.name == "discount" and isinstance(v, str) and v.strip().lower() == "auto":
+        raise ConfigError(
+            f"{where}: 'auto' was removed in 0.2.0 (measured, not adopted); give a number in (0, 1]"
+        )
     base, optional, is_tuple = _base_type(_hint(f, cls))
     if v is None or (optional and isinstance(v, str) and v.lower() in ("none", "null", "")):
         if optional:
@@ -503,11 +540,6 @@ def _scalar(base, v):
         return int(str(v).strip()) if isinstance(v, str) else int(v)
     if base is float:
         return float(v)
-    if set(typing.get_args(base)) == {float, str}:  # a number or a word (discount: "auto")
-        try:
-            return float(v)
-        except ValueError:
-            return str(v).strip()
     return str(v).strip() if isinstance(v, str) else str(v)
 
 
@@ -548,12 +580,21 @@ def load_config_file(path: str | os.PathLike) -> dict:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls=TrainConfig) -> None:
-    """One ``--flag`` per field (defaults suppressed so only given flags override), plus
-    hidden flags for the deprecated names."""
+    """One ``--flag`` per field (defaults suppressed so only given flags override), in one
+    argument group per section, plus hidden flags for the deprecated and retired names."""
     fields = {f.name for f in dataclasses.fields(cls)}
     for old, (new, _) in DEPRECATED.items():
         if new in fields:
             parser.add_argument("--" + old.replace("_", "-"), dest=old, help=argparse.SUPPRESS)
+    if cls is TrainConfig:
+        for old in RETIRED:
+            parser.add_argument("--" + old.replace("_", "-"), dest=old, help=argparse.SUPPRESS)
+    sections = SECTIONS if cls is TrainConfig else {"settings": tuple(fields)}
+    groups = {
+        n: parser.add_argument_group(f"{sec} settings")
+        for sec, names in sections.items()
+        for n in names
+    }
     for f in dataclasses.fields(cls):
         if f.name in getattr(cls, "HIDDEN", ()):
             continue
@@ -562,13 +603,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls=TrainConfig) -> No
         default = f.default
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         help_ = f"{f.metadata.get('help', '')} (default: {shown})".replace("%", "%%")
+        group = groups.get(f.name, parser)
         if base is bool and not is_tuple:
-            parser.add_argument(
+            group.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_
             )
         else:
             meta = f.name.upper()
-            parser.add_argument(
+            group.add_argument(
                 flag, dest=f.name, metavar=meta, default=argparse.SUPPRESS, help=help_
             )
 
@@ -580,6 +622,9 @@ def config_from_args(ns: argparse.Namespace, file_path: str | None = None, cls=T
         data.update(load_config_file(file_path))
     cfg = cls.from_dict(data, source=str(file_path)) if data else cls()
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    for old in RETIRED:
+        if getattr(ns, old, None) is not None:
+            _retired(old, getattr(ns, old), f"--{old.replace('_', '-')}")
     given = [(old, DEPRECATED[old][0]) for old in DEPRECATED if getattr(ns, old, None) is not None]
     given += [(k, k) for k in fields if hasattr(ns, k)]  # the new name wins over the old
     for flag_name, name in given:

@@ -35,7 +35,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from knapsack_rl.metrics import pilot_stats, step_metrics, tie_break_stats
+from knapsack_rl.metrics import step_metrics
+from knapsack_rl.planning.base import makespan, run_streaming
+from knapsack_rl.planning.session import AllocationSession
 from knapsack_rl.training.checkpoint import RunFolder, rng_state, save_checkpoint, set_rng_state
 from knapsack_rl.training.config import ConfigError, TrainConfig, TrainError
 from knapsack_rl.training.evaluate import evaluate
@@ -51,6 +53,16 @@ from knapsack_rl.training.tasks import (
 )
 
 __all__ = ["Trainer", "TrainError", "build_task", "train"]
+
+
+def gpu_clock(cfg: TrainConfig):
+    """The generation-time model the trainer reports ``time/gpu_generate`` with."""
+
+    class _Stub:  # replaced by the simulation's generation-time model
+        def durations(self, ids, rewards, step):
+            return np.ones(len(ids))
+
+    return _Stub()
 
 
 class _Rollouts(NamedTuple):
@@ -131,23 +143,18 @@ class Trainer:
         self.ref = None  # a frozen copy of the start policy for the KL term
         if cfg.kl_coef > 0:
             self.ref = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.tracker = cfg.make_tracker()
-        self.allocator = cfg.make_allocator()
-        self.planner = cfg.make_planner(self.tracker)  # None unless method == "rounds"
-        if (
-            self.planner is not None
-        ):  # priors pooled by level, and offline rates if the data has them
-            self.planner.priors.set_groups([e.id for e in self.pool], [e.level for e in self.pool])
-            rated = [e for e in self.pool if getattr(e, "pass_rate", None) is not None]
-            if rated:
-                self.planner.priors.set_offline([e.id for e in rated], [e.pass_rate for e in rated])
-            if cfg.prior_tracker is not None:
-                from knapsack_rl.tracking import load_tracker
-
-                try:
-                    self.planner.priors.set_offline_from_tracker(load_tracker(cfg.prior_tracker))
-                except (OSError, ValueError) as e:
-                    raise TrainError(f"prior_tracker: {e}") from None
+        try:
+            self.session = AllocationSession(cfg.allocation)
+        except (OSError, ValueError) as e:  # a prior_tracker file that cannot be read
+            raise TrainError(f"prior_tracker: {e}") from None
+        # priors pooled by level, and offline rates if the data has them
+        self.session.set_prior_columns([e.id for e in self.pool], [e.level for e in self.pool])
+        rated = [e for e in self.pool if getattr(e, "pass_rate", None) is not None]
+        if rated:
+            self.session.set_prior_columns(
+                [e.id for e in rated], rates=[e.pass_rate for e in rated]
+            )
+        self.gpu = gpu_clock(cfg)  # modelled GPU generation time (reported, never used to train)
         self.sample_gen = torch.Generator().manual_seed(cfg.seed)
         self.step_idx = self.rollouts_total = self.tokens_total = 0
         self.sft_losses: list[float] = []
@@ -230,25 +237,35 @@ class Trainer:
         t0 = time.perf_counter()
         idx = self.batch_indices(self.step_idx)
         ids = [self.pool[i].id for i in idx]
-        # 1-3. allocate, generate, score: in one shot, or in rounds from the step's own draws
-        if self.planner is None:
-            try:
-                alloc = self.allocator.allocate(self.tracker.stats(ids), budget=cfg.step_budget)
-            except ValueError as e:
-                raise TrainError(f"allocation at step {self.step_idx}: {e}") from None
-            p_used, objective = alloc.p, alloc.objective
-            t1 = time.perf_counter()
-            parts = [self._rollout(idx, alloc.rollouts)]
-            self.tracker.update([ids[g] for g in parts[0].group], parts[0].rewards)
-        else:
-            counts = self.planner.start(ids, cfg.step_budget)
-            p_used = self.planner.prior_a / (self.planner.prior_a + self.planner.prior_b)
-            objective, t1, parts = None, time.perf_counter(), []
-            while counts is not None:  # pilot, then allocate_round on what was drawn
-                parts.append(self._rollout(idx, counts))
-                self.planner.record(parts[-1].group, parts[-1].rewards)
-                counts = self.planner.next_round()
-            self.planner.finish()  # one tracker update with every draw of the step
+        # 1-3. allocate, generate, score: the session's planner says what to generate next
+        try:
+            sends = self.session.start(ids, cfg.step_budget)
+        except ValueError as e:
+            raise TrainError(f"allocation at step {self.step_idx}: {e}") from None
+        t1, parts = time.perf_counter(), []
+        if cfg.method == "stream":  # completions return in the modelled engine's order
+            step, engine = run_streaming(
+                self.session,
+                ids,
+                cfg.step_budget,
+                lambda pos: self._generate_positions(idx, pos, parts),
+                lambda pos, r: self.gpu.durations([ids[i] for i in pos], r, self.step_idx),
+                capacity=cfg.concurrency,
+                sends=sends,
+            )
+            gpu_s = engine.makespan
+        else:  # one batch per request: one shot, or round by round with a barrier between
+            gpu_s = 0.0
+            while sends.size:
+                parts.append(self._rollout(idx, np.bincount(sends, minlength=len(idx))))
+                r = parts[-1]
+                gpu_s += makespan(
+                    self.gpu.durations([ids[g] for g in r.group], r.rewards, self.step_idx),
+                    cfg.concurrency,
+                )
+                sends = self.session.record(r.group, r.rewards)
+            step = self.session.finish()  # one tracker update with every draw of the step
+        p_used, objective = step.p, (step.allocation.objective if step.allocation else None)
         group = np.concatenate([r.group for r in parts])  # a prompt's group is all its rounds
         rewards = np.concatenate([r.rewards for r in parts])
         completions = [c for r in parts for c in r.completions]
@@ -283,6 +300,7 @@ class Trainer:
             "time/score": t3 - t1 - gen_s,
             "time/update": t4 - t3,
             "time/step": t4 - t0,
+            "time/gpu_generate": gpu_s,
             "gen/rollouts_per_s": len(completions) / max(gen_s, 1e-9),
             "gen/tokens_per_s": tokens / max(gen_s, 1e-9),
         }
@@ -294,18 +312,36 @@ class Trainer:
             "rollouts": counts.tolist(),
             "successes": succ.astype(int).tolist(),
         }
-        if len(parts) > 1:  # rounds: the pilot's counts and successes
-            pilot = parts[0]
-            won = (pilot.rewards >= cfg.success_threshold).astype(float)
-            n1 = np.bincount(pilot.group, minlength=len(idx))
-            s1 = np.bincount(pilot.group, weights=won, minlength=len(idx)).astype(int)
-            arec["pilot"], arec["pilot_successes"] = n1.tolist(), s1.tolist()
-            rec.update(pilot_stats(n1, s1, counts))
-            a, b = self.planner.prior_a, self.planner.prior_b
-            rec.update(tie_break_stats(a, b, n1, s1, counts, succ))
-        if getattr(self.tracker, "discount", None) == "auto":
-            rec["tracker/discount"] = self.tracker.discount_in_use
+        if step.pilot is not None:  # rounds and stream: the pilot's counts and successes
+            arec["pilot"], arec["pilot_successes"] = (
+                step.pilot.tolist(),
+                step.pilot_successes.tolist(),
+            )
+            rec.update(
+                {k: v for k, v in step.metrics.items() if not k.startswith("rollouts_per_prompt/")}
+            )
         return rec, arec
+
+    @property
+    def tracker(self):
+        """The run's success-rate tracker (the session's)."""
+        return self.session.tracker
+
+    @property
+    def planner(self):
+        """The session's planner (:class:`knapsack_rl.Planner`)."""
+        return self.session.planner
+
+    def _generate_positions(self, idx: list[int], pos: np.ndarray, parts: list) -> np.ndarray:
+        """Generate one rollout per entry of ``pos`` (prompt positions in ``idx``); keeps the
+        batch in ``parts``; returns the rewards in the order of ``pos``."""
+        part = self._rollout(idx, np.bincount(pos, minlength=len(idx)))
+        parts.append(part)
+        rewards = np.empty(pos.size)
+        rewards[np.argsort(pos, kind="stable")] = part.rewards[
+            np.argsort(part.group, kind="stable")
+        ]
+        return rewards
 
     def _rollout(self, idx: list[int], counts: np.ndarray):
         """Generate ``counts[g]`` completions of prompt ``idx[g]`` and score them.
@@ -431,7 +467,7 @@ class Trainer:
             "ref": self.ref.state_dict() if self.ref is not None else None,
             "optimizer": self.opt.state_dict(),
             "tracker": self.tracker.state_dict(),
-            "planner": self.planner.state_dict() if self.planner is not None else None,
+            "planner": self.planner.state_dict() if self.cfg.allocation.planned else None,
             "rng": rng_state(self.sample_gen),
             "config": self.cfg.to_dict(),
         }
@@ -443,7 +479,7 @@ class Trainer:
             self.ref.load_state_dict(st["ref"])
         self.opt.load_state_dict(st["optimizer"])
         self.tracker.load_state_dict(st["tracker"])
-        if self.planner is not None and st.get("planner") is not None:
+        if self.cfg.allocation.planned and st.get("planner") is not None:
             self.planner.load_state_dict(st["planner"])
         set_rng_state(st["rng"], self.sample_gen)
         self.step_idx = int(st["step"])
