@@ -41,6 +41,7 @@ from knapsack_rl.planning.session import AllocationSession
 from knapsack_rl.training.checkpoint import RunFolder, rng_state, save_checkpoint, set_rng_state
 from knapsack_rl.training.config import ConfigError, TrainConfig, TrainError
 from knapsack_rl.training.evaluate import evaluate
+from knapsack_rl.training.gpu import GpuClock
 from knapsack_rl.training.grpo import build_sequences, compute_advantages, grpo_loss, token_logprobs
 from knapsack_rl.training.model import count_parameters, load_policy, sft_warmstart
 from knapsack_rl.training.sampler import generate
@@ -53,16 +54,6 @@ from knapsack_rl.training.tasks import (
 )
 
 __all__ = ["Trainer", "TrainError", "build_task", "train"]
-
-
-def gpu_clock(cfg: TrainConfig):
-    """The generation-time model the trainer reports ``time/gpu_generate`` with."""
-
-    class _Stub:  # replaced by the simulation's generation-time model
-        def durations(self, ids, rewards, step):
-            return np.ones(len(ids))
-
-    return _Stub()
 
 
 class _Rollouts(NamedTuple):
@@ -154,7 +145,7 @@ class Trainer:
             self.session.set_prior_columns(
                 [e.id for e in rated], rates=[e.pass_rate for e in rated]
             )
-        self.gpu = gpu_clock(cfg)  # modelled GPU generation time (reported, never used to train)
+        self.gpu = GpuClock(seed=cfg.seed)  # modelled GPU generation time (see training/gpu.py)
         self.sample_gen = torch.Generator().manual_seed(cfg.seed)
         self.step_idx = self.rollouts_total = self.tokens_total = 0
         self.sft_losses: list[float] = []
@@ -238,6 +229,7 @@ class Trainer:
         idx = self.batch_indices(self.step_idx)
         ids = [self.pool[i].id for i in idx]
         # 1-3. allocate, generate, score: the session's planner says what to generate next
+        self._gpu_calls = 0
         try:
             sends = self.session.start(ids, cfg.step_budget)
         except ValueError as e:
@@ -249,7 +241,7 @@ class Trainer:
                 ids,
                 cfg.step_budget,
                 lambda pos: self._generate_positions(idx, pos, parts),
-                lambda pos, r: self.gpu.durations([ids[i] for i in pos], r, self.step_idx),
+                lambda pos, r: self._gpu_seconds([ids[i] for i in pos], r),
                 capacity=cfg.concurrency,
                 sends=sends,
             )
@@ -260,8 +252,7 @@ class Trainer:
                 parts.append(self._rollout(idx, np.bincount(sends, minlength=len(idx))))
                 r = parts[-1]
                 gpu_s += makespan(
-                    self.gpu.durations([ids[g] for g in r.group], r.rewards, self.step_idx),
-                    cfg.concurrency,
+                    self._gpu_seconds([ids[g] for g in r.group], r.rewards), cfg.concurrency
                 )
                 sends = self.session.record(r.group, r.rewards)
             step = self.session.finish()  # one tracker update with every draw of the step
@@ -331,6 +322,12 @@ class Trainer:
     def planner(self):
         """The session's planner (:class:`knapsack_rl.Planner`)."""
         return self.session.planner
+
+    def _gpu_seconds(self, prompt_ids: list, rewards: np.ndarray) -> np.ndarray:
+        """Modelled GPU seconds of one generation call's rollouts (:class:`GpuClock`)."""
+        self._gpu_calls += 1
+        failed = np.asarray(rewards) < self.cfg.success_threshold
+        return self.gpu.durations(prompt_ids, failed, self.step_idx, self._gpu_calls)
 
     def _generate_positions(self, idx: list[int], pos: np.ndarray, parts: list) -> np.ndarray:
         """Generate one rollout per entry of ``pos`` (prompt positions in ``idx``); keeps the
