@@ -36,7 +36,7 @@ def check_value(value: str) -> str:
 class StepPlanner:
     """Base of the training planners: one step at a time over a tracker's prompts.
 
-    Subclasses plan; this class keeps the step's counts (``successes``, ``attempts``,
+    Subclasses plan (``pilot``: rollouts per prompt in the first request); this class keeps the step's counts (``successes``, ``attempts``,
     ``pending``), the priors (``prior_a``, ``prior_b``), the recorded rewards, and the
     state that outlives a step (the step index and the :class:`PriorModel`).
     """
@@ -48,8 +48,14 @@ class StepPlanner:
         min_rollouts: int = defaults.MIN_ROLLOUTS,
         max_rollouts: int = defaults.MAX_ROLLOUTS,
         value: str = defaults.VALUE,
+        pilot: int = defaults.PILOT,
         priors: PriorModel | None = None,
     ) -> None:
+        if pilot == "prior":
+            raise ValueError("pilot='prior' was removed in 0.2.0; give an integer >= 1")
+        if isinstance(pilot, bool) or not isinstance(pilot, int) or pilot < 1:
+            raise ValueError(f"pilot must be an integer >= 1, got {pilot!r}")
+        self.pilot = pilot
         self.tracker = tracker
         self.min_rollouts, self.max_rollouts = check_bounds(min_rollouts, max_rollouts)
         self.value = check_value(value)
@@ -100,14 +106,12 @@ class StepPlanner:
             self.requested += int(pos.size)
         return pos
 
-    def _take(self, index, rewards) -> tuple[np.ndarray, np.ndarray]:
-        """Check and add results; on any error nothing is recorded."""
+    def _positions(self, index, what: str) -> tuple[np.ndarray, np.ndarray]:
+        """``index`` as int64 positions of the open step, and the count per prompt; each
+        must have that many rollouts pending."""
         if not self._open:
-            raise ValueError("record: the step is finished (call start first)")
+            raise ValueError(f"{what}: the step is finished (call start first)")
         idx = np.asarray(index).reshape(-1)
-        r = np.asarray(rewards, dtype=np.float64).reshape(-1)
-        if idx.shape != r.shape:
-            raise ValueError(f"record: {idx.size} prompt positions but {r.size} rewards")
         m = len(self._ids)
         if idx.size and (
             not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 or idx.max() >= m
@@ -115,47 +119,45 @@ class StepPlanner:
             bad = next(
                 (x for x in idx.tolist() if not isinstance(x, int) or not 0 <= x < m), idx[0]
             )
-            raise ValueError(f"record: prompt position {bad!r} is not one of the step's {m}")
+            raise ValueError(f"{what}: prompt position {bad!r} is not one of the step's {m}")
         idx = idx.astype(np.int64)
+        got = np.bincount(idx, minlength=m)
+        over = np.flatnonzero(got > self.pending)
+        if over.size:
+            k = int(over[0])
+            raise ValueError(
+                f"{what}: prompt {k} ({self._ids[k]!r}) got {int(got[k])} results but has "
+                f"{int(self.pending[k])} pending (requested {int(self.pending[k] + self.attempts[k])},"
+                f" recorded {int(self.attempts[k])})"
+            )
+        return idx, got
+
+    def _take(self, index, rewards) -> tuple[np.ndarray, np.ndarray]:
+        """Check and add results; on any error nothing is recorded."""
+        r = np.asarray(rewards, dtype=np.float64).reshape(-1)
+        if np.asarray(index).size != r.size:
+            raise ValueError(
+                f"record: {np.asarray(index).size} prompt positions but {r.size} rewards"
+            )
+        idx, got = self._positions(index, "record")
         bad = np.flatnonzero(~np.isfinite(r))
         if bad.size:
             k = int(idx[bad[0]])
             raise ValueError(
                 f"record: reward {r[bad[0]]} for prompt {k} ({self._ids[k]!r}) is not finite"
             )
-        got = np.bincount(idx, minlength=m)
-        over = np.flatnonzero(got > self.pending)
-        if over.size:
-            k = int(over[0])
-            raise ValueError(
-                f"record: prompt {k} ({self._ids[k]!r}) got {int(got[k])} results but has "
-                f"{int(self.pending[k])} pending (requested {int(self.pending[k] + self.attempts[k])},"
-                f" recorded {int(self.attempts[k])})"
-            )
         succ = binarize_rewards(r, self.tracker.threshold)
-        self.successes += np.bincount(idx, weights=succ, minlength=m).astype(np.int64)
+        self.successes += np.bincount(idx, weights=succ, minlength=len(self._ids)).astype(np.int64)
         self.attempts += got
         self.pending -= got
         self._rows.append((idx, r))
         return idx, r
 
-    def _lose(self, index) -> None:
+    def _lose(self, index) -> np.ndarray:
         """Rollouts that came back without a usable reward: no longer pending, no evidence."""
-        if not self._open:
-            raise ValueError("drop: the step is finished (call start first)")
-        idx = np.asarray(index, dtype=np.int64).reshape(-1)
-        m = len(self._ids)
-        if idx.size and (idx.min() < 0 or idx.max() >= m):
-            raise ValueError(f"drop: a prompt position is not one of the step's {m}")
-        got = np.bincount(idx, minlength=m)
-        over = np.flatnonzero(got > self.pending)
-        if over.size:
-            k = int(over[0])
-            raise ValueError(
-                f"drop: prompt {k} ({self._ids[k]!r}) has {int(self.pending[k])} pending, "
-                f"not {int(got[k])}"
-            )
+        idx, got = self._positions(index, "drop")
         self.pending -= got
+        return idx
 
     def finish(self) -> dict[str, np.ndarray]:
         """Update the tracker with every draw of the step (one visit per prompt); returns

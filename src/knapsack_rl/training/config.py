@@ -375,16 +375,9 @@ class TrainConfig(_ConfigMixin):
     @property
     def allocation(self) -> AllocationConfig:
         """The allocation section as the engine-agnostic :class:`AllocationConfig`."""
-        kind = self.tracker_kind
-        kw: dict = {}
-        if kind == "window":
-            kw["window"] = self.window
-        elif kind == "beta":
-            kw["discount"] = self.discount
-        return AllocationConfig(
+        cfg = AllocationConfig(
             method=self.method,
             tracker=self.tracker,
-            tracker_kwargs=kw,
             value=self.value,
             rounds=self.rounds,
             pilot=self.pilot,
@@ -398,15 +391,16 @@ class TrainConfig(_ConfigMixin):
             max_rollouts=self.max_rollouts,
             success_threshold=self.success_threshold,
         )
+        if cfg.tracker_kind == "window":
+            cfg.tracker_kwargs = {"window": self.window}
+        elif cfg.tracker_kind == "beta":
+            cfg.tracker_kwargs = {"discount": self.discount}
+        return cfg
 
     @property
     def tracker_kind(self) -> str:
         """The tracker actually used (resolves ``auto``)."""
-        if self.tracker != "auto":
-            return self.tracker
-        return {"paper": "paper", "bayes": "beta", "rounds": "beta", "stream": "beta"}.get(
-            self.method, "window"
-        )
+        return self.allocation.tracker_kind
 
     def make_tracker(self):
         """A fresh success-rate tracker of kind :attr:`tracker_kind` with these settings."""
