@@ -12,14 +12,14 @@ import knapsack_rl
 from knapsack_rl.allocation.rounds import VALUES, allocate_round, round_value, value_model
 
 
-def brute_force(s, n, pa, pb, L, U, budget, value, weights=1.0):
+def brute_force(s, n, pa, pb, L, U, budget, value):
     need, room = np.maximum(L - n, 0), np.maximum(U - n, 0)
-    vm = value_model(value, s, n)
+    vm = value_model(value)
     target = min(budget, int(room.sum()))
     best = -1.0
     for e in itertools.product(*[range(need[i], room[i] + 1) for i in range(len(s))]):
         if sum(e) == target:
-            v = weights * round_value(np.array(e), s, n, pa + s, pb + n - s, vm)
+            v = round_value(np.array(e), s, n, pa + s, pb + n - s, vm)
             best = max(best, float(v.sum()))
     return best, target
 
@@ -56,43 +56,18 @@ def test_exact_against_brute_force(scalar_prior):
         assert x.dtype == np.int64 and x.sum() == target
         assert np.all(x >= 0) and np.all(n + x <= np.maximum(U, n))
         assert np.all(n + x >= np.minimum(L, np.maximum(U, n)))
-        got = float(round_value(x, s, n, pa + s, pb + n - s, value_model(value, s, n)).sum())
+        got = float(round_value(x, s, n, pa + s, pb + n - s, value_model(value)).sum())
         assert got >= best - 1e-12 * max(1.0, best)
 
     check()
 
 
-@pytest.mark.parametrize("scalar_prior", [False, True])
-def test_weighted_values_exact_against_brute_force(scalar_prior):
-    """``weights`` scales each prompt's value; both solver paths stay exact."""
-
-    @settings(max_examples=100, deadline=None)
-    @given(
-        instances(scalar_prior),
-        st.lists(st.sampled_from([0.0, 0.3, 1.0, 2.0]), min_size=4, max_size=4),
-    )
-    def check(inst, ws):
-        s, n, pa, pb, L, U, budget, value = inst
-        w = np.array(ws[: len(s)])
-        x = allocate_round(
-            s,
-            n,
-            budget=budget,
-            prior_a=pa,
-            prior_b=pb,
-            min_rollouts=L,
-            max_rollouts=U,
-            value=value,
-            weights=w,
-        )
-        best, target = brute_force(s, n, pa, pb, L, U, budget, value, w)
-        assert x.sum() == target
-        got = float((w * round_value(x, s, n, pa + s, pb + n - s, value_model(value, s, n))).sum())
-        assert got >= best - 1e-12 * max(1.0, best)
-
-    check()
-    with pytest.raises(ValueError, match=r"weights\[1\] = -1"):
-        allocate_round([0, 1], [2, 2], budget=4, weights=[1.0, -1.0])
+def test_retired_value_models_and_weights_give_clear_errors():
+    for name in ("informative", "size", "coba"):
+        with pytest.raises(ValueError, match=f"value: '{name}' was removed in 0.2.0"):
+            allocate_round([0, 1], [2, 2], budget=4, value=name)
+    with pytest.raises(TypeError, match="weights"):
+        allocate_round([0, 1], [2, 2], budget=4, weights=[1.0, 1.0])
 
 
 def test_type_path_matches_general_solver():
@@ -110,10 +85,13 @@ def test_type_path_matches_general_solver():
 
 
 @pytest.mark.parametrize("s,n", [(0, 3), (3, 3), (0, 0)])
-def test_informative_value_is_tie_break_probability(s, n):
+def test_constant_weight_value_is_tie_break_probability(s, n):
+    """With ``w(p) = 1`` the closed form is the probability that the group is informative."""
+    from knapsack_rl.allocation.rounds import ValueModel
+
     a, b = 0.8 + s, 1.7 + n - s
     for m in (1, 2, 5, 20):
-        got = float(round_value(m, s, n, a, b, "informative"))
+        got = float(round_value(m, s, n, a, b, ValueModel("tie-break", ((1.0, 0.0, 0.0),))))
         if n == 0:
             want = (
                 1
@@ -142,7 +120,7 @@ def test_paper_value_mixed_group_gains_nothing():
     x = allocate_round([2, 0, 4], [4, 4, 4], budget=8, prior_a=1, prior_b=1)
     assert x[0] == 0 and x.sum() == 8
     # the size-aware value keeps giving mixed groups something
-    y = allocate_round([2, 0, 4], [4, 4, 4], budget=60, prior_a=1, prior_b=1, value="size")
+    y = allocate_round([2, 0, 4], [4, 4, 4], budget=60, prior_a=1, prior_b=1, value="grpo")
     assert y[0] > 0
 
 
@@ -211,7 +189,7 @@ def test_one_shot_allocate_takes_a_value_model(m, L, width, value, method, seed)
         res = Allocator(method=method, min_rollouts=L, max_rollouts=U, value=value).allocate(
             p, budget=budget
         )
-        vm = value_model(value, p, np.ones(m))
+        vm = value_model(value)
 
         def total(e):
             return float(point_value(np.array(e), p, vm).sum())
@@ -223,7 +201,7 @@ def test_one_shot_allocate_takes_a_value_model(m, L, width, value, method, seed)
             method=method, min_rollouts=L, max_rollouts=U, value=value, prior=(0.7, 1.3)
         ).allocate(successes=s, attempts=n, budget=budget)
         a, b = 0.7 + s, 1.3 + n - s
-        vm = value_model(value, a / (a + b), np.ones(m))
+        vm = value_model(value)
         zero = np.zeros(m)
 
         def total(e):
@@ -246,4 +224,4 @@ def test_one_shot_value_defaults_and_errors():
     with pytest.raises(ValueError, match="value"):
         Allocator(value="nope")
     with pytest.raises(ValueError, match="paper's value"):
-        Allocator(method="paper", value="size")
+        Allocator(method="paper", value="grpo")

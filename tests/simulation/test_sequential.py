@@ -34,8 +34,8 @@ class RecordingEnv(Env):
         super().__init__(population, seed, name)
         self.calls: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def rollout(self, idx, counts):
-        k, flat, rewards = super().rollout(idx, counts)
+    def rollout(self, idx, counts, timed=True):
+        k, flat, rewards = super().rollout(idx, counts, timed)
         self.calls.append((np.asarray(idx).copy(), np.asarray(counts).copy(), k.copy()))
         return k, flat, rewards
 
@@ -76,10 +76,11 @@ def test_registered_by_name():
         assert s.name == name
         assert s.fixed_budget
     assert {"rounds", "pilot-commit", "reinforce-ada"} <= set(NAMES)
-    assert {f"rounds-{v}" for v in ("paper", "informative", "size", "coba", "grpo")} <= set(NAMES)
+    assert {"rounds-paper", "rounds-grpo", "stream"} <= set(NAMES)
     assert make_strategy("rounds").value == ROUNDS_DEFAULT_VALUE
-    assert make_strategy("rounds-coba").value == "coba"
-    assert make_strategy("rounds-size", pilot=2).pilot == 2
+    assert make_strategy("rounds-paper", pilot=3).pilot == 3
+    with pytest.raises(ValueError, match="'coba' was removed in 0.2.0"):
+        make_strategy("rounds", value="coba")
     assert make_strategy("rounds").oversample == defaults.OVERSAMPLE == 2
     assert make_strategy("rounds", oversample=1).oversample == 1
     with pytest.raises(ValueError, match="oversample"):

@@ -26,7 +26,6 @@ files produce); each method takes from it what it needs.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import InitVar, dataclass, field, replace
 
@@ -34,9 +33,9 @@ import numpy as np
 
 from knapsack_rl import defaults
 from knapsack_rl.allocation.rounds import (
-    VALUES,
     PointGains,
     RoundGains,
+    check_value,
     point_value,
     round_value,
     value_model,
@@ -51,6 +50,7 @@ from knapsack_rl.allocation.values import (
     paper_value,
     rollouts_needed,
 )
+from knapsack_rl.deprecation import deprecated
 
 __all__ = ["METHODS", "Allocation", "Allocator", "allocate"]
 
@@ -347,8 +347,7 @@ class Allocator:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
         if self.cost_rule not in ("probability", "expectation"):
             raise ValueError(f"cost_rule: unknown {self.cost_rule!r}")
-        if self.value not in VALUES:
-            raise ValueError(f"value: unknown {self.value!r}; expected one of {', '.join(VALUES)}")
+        check_value(self.value)
         if self.value != "paper" and self.method == "paper":
             raise ValueError("value: the paper's procedure uses the paper's value only")
 
@@ -429,11 +428,7 @@ class Allocator:
 
 
 def _deprecated_per_prompt() -> None:
-    warnings.warn(
-        "per_prompt is deprecated; use rollouts_per_prompt",
-        DeprecationWarning,
-        stacklevel=3,
-    )
+    deprecated("per_prompt", "rollouts_per_prompt", stacklevel=4)
 
 
 # --------------------------------------------------------------- the methods
@@ -451,7 +446,7 @@ def _values(allocator: Allocator, batch: _Batch, r: np.ndarray) -> np.ndarray:
 
 def _model(allocator: Allocator, batch: _Batch):
     """The value model (``coba`` reads the batch's failure rate from the rates used)."""
-    return value_model(allocator.value, batch.rate, np.ones_like(batch.rate))
+    return value_model(allocator.value)
 
 
 def _gains(allocator: Allocator, batch: _Batch, idx: np.ndarray | None = None):

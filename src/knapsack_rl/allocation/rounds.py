@@ -23,17 +23,14 @@ Value models (``value=``):
 
 - ``paper``: ``w(p) = p (1-p)^2``, the Knapsack RL value (expected rise of p after
   one step, Li et al. 2025, arXiv 2509.25849).
-- ``informative``: ``w(p) = 1``: the probability that the group is informative.
-- ``size``: ``paper`` plus ``E[w(p)] * (1 - 1/N)`` for a group of N: the variance
-  reduction of a group-mean baseline, so informative groups keep gaining with size.
-- ``coba``: a capability-oriented weight in the spirit of CoBA-RL (arXiv 2602.03048):
-  ``w(p) = Beta(p; 1 + kF, 1 + k(1-F))`` density, ``F`` the batch's failure rate, so
-  early (high F) the weight favours easy prompts and later hard ones.
 - ``grpo``: ``w(p) = (p (1-p))^(3/2)``, the first-order rise of p after one GRPO step
   with std-scaled advantages (``E[A (r - p)] = sqrt(p (1-p))`` moves the answer's
   logit, ``dp/dz = p (1-p)``), symmetric in p; plus ``10 E[w] (1 - 1/N)``: every
   rollout of a group counts, with diminishing returns, so rollouts go where the
   posterior puts p in the middle rather than to rescuing near-certain ties.
+
+The value models ``informative``, ``size`` and ``coba`` were measured and not
+adopted; they were removed in 0.2.0.
 """
 
 from __future__ import annotations
@@ -54,12 +51,14 @@ __all__ = [
     "point_value",
     "PointGains",
     "RoundGains",
+    "best_extra",
+    "check_value",
+    "spread_evenly",
 ]
 
-VALUES = ("paper", "informative", "size", "coba", "grpo")
-
-_COBA_CONCENTRATION = 4.0
-_SIZE_WEIGHT = 1.0
+VALUES = ("paper", "grpo")
+#: value models measured and not adopted, removed in 0.2.0
+RETIRED_VALUES = ("informative", "size", "coba")
 #: size credit of ``grpo``, picked among 0, 1, 3, 10 on the trainer's selection seeds (BENCHMARKS.md)
 _GRPO_SIZE_WEIGHT = 10.0
 
@@ -86,25 +85,23 @@ class ValueModel:
     size_weight: float = 0.0
 
 
-def value_model(name: str, successes=None, attempts=None) -> ValueModel:
-    """The value model called ``name`` (``coba`` reads the batch failure rate from the counts)."""
-    if name == "paper":
-        return ValueModel("paper", ((1.0, 1.0, 2.0),))
-    if name == "informative":
-        return ValueModel("informative", ((1.0, 0.0, 0.0),))
-    if name == "size":
-        return ValueModel("size", ((1.0, 1.0, 2.0),), _SIZE_WEIGHT)
-    if name == "coba":
-        fail = 0.5
-        if successes is not None and attempts is not None and float(np.sum(attempts)) > 0:
-            fail = 1.0 - float(np.sum(successes)) / float(np.sum(attempts))
-        k = _COBA_CONCENTRATION
-        al, be = 1.0 + k * fail, 1.0 + k * (1.0 - fail)
-        coef = float(np.exp(-_betaln(al, be)))
-        return ValueModel("coba", ((coef, al - 1.0, be - 1.0),))
-    if name == "grpo":
-        return ValueModel("grpo", ((1.0, 1.5, 1.5),), _GRPO_SIZE_WEIGHT)
+def check_value(name) -> str:
+    """``name`` if it is a value model, else a ValueError that says what to use."""
+    if name in VALUES:
+        return name
+    if name in RETIRED_VALUES:
+        raise ValueError(
+            f"value: {name!r} was removed in 0.2.0 (measured, not adopted); "
+            f"use one of {', '.join(VALUES)}"
+        )
     raise ValueError(f"value: unknown {name!r}; expected one of {', '.join(VALUES)}")
+
+
+def value_model(name: str) -> ValueModel:
+    """The value model called ``name`` (one of :data:`VALUES`)."""
+    if check_value(name) == "paper":
+        return ValueModel("paper", ((1.0, 1.0, 2.0),))
+    return ValueModel("grpo", ((1.0, 1.5, 1.5),), _GRPO_SIZE_WEIGHT)
 
 
 def _moment(a, b, lb, j, k):
@@ -123,7 +120,7 @@ def round_value(extra, successes, attempts, a, b, value: ValueModel | str = "pap
 
     All arguments broadcast; ``a``, ``b`` are the posterior (prior plus this step's draws).
     """
-    vm = value if isinstance(value, ValueModel) else value_model(value, successes, attempts)
+    vm = value if isinstance(value, ValueModel) else value_model(value)
     m = np.asarray(extra, dtype=np.float64)
     s = np.asarray(successes, dtype=np.float64)
     n = np.asarray(attempts, dtype=np.float64)
@@ -157,10 +154,9 @@ class RoundGains:
     size term ``size_weight E[w] / (N (N + 1))``.
     """
 
-    def __init__(self, vm: ValueModel, s, n, a, b, base, weights=None) -> None:
+    def __init__(self, vm: ValueModel, s, n, a, b, base) -> None:
         self.vm, self.s, self.n, self.a, self.b = vm, s, n, a, b
         self.base = base
-        self.weights = weights
         self.lb = _betaln(a, b)
         self.st = _state(s, n)
         self.ew = sum(c * _moment(a, b, self.lb, j, k) for c, j, k in vm.terms)
@@ -193,18 +189,14 @@ class RoundGains:
                 self.vm.size_weight * self.ew[idx] / (np.maximum(size, 1) * (size + 1)),
                 0.0,
             )
-        if self.weights is not None:
-            g = g * self.weights[idx]
         return g
 
 
-def _solve_by_type(gains: RoundGains, s, n, caps, valued, take: int, wkey=None) -> np.ndarray:
+def _solve_by_type(gains: RoundGains, s, n, caps, valued, take: int) -> np.ndarray:
     """The exact greedy when prompts share one prior: prompts with equal ``(s, n)``
-    (and weight) have equal gains, so rank each type's units once and hand them out by
-    count. Within a type the units go to lower prompt indices first."""
+    have equal gains, so rank each type's units once and hand them out by count.
+    Within a type the units go to lower prompt indices first."""
     key = n[valued].astype(np.int64) * (int(n.max()) + 2) + s[valued].astype(np.int64)
-    if wkey is not None:
-        key = key * (int(wkey.max()) + 1) + wkey[valued]
     _, first, inv, count = np.unique(
         key, return_index=True, return_inverse=True, return_counts=True
     )
@@ -239,7 +231,7 @@ def point_value(n, p, value: ValueModel | str = "paper") -> np.ndarray:
     """One-shot value of ``n`` rollouts at a point estimate ``p``:
     ``w(p) (1 - p^n - (1-p)^n)`` (0 for ``n <= 1``), plus the ``size`` term."""
     p = np.asarray(p, dtype=np.float64)
-    vm = value if isinstance(value, ValueModel) else value_model(value, p, np.ones_like(p))
+    vm = value if isinstance(value, ValueModel) else value_model(value)
     n = np.asarray(n, dtype=np.float64)
     w = _weight(vm, p)
     out = np.where(n <= 1, 0.0, w * np.maximum(1.0 - p**n - (1.0 - p) ** n, 0.0))
@@ -301,7 +293,6 @@ def allocate_round(
     min_rollouts: int = 2,
     max_rollouts: int = 128,
     value: str = "paper",
-    weights=None,
 ) -> np.ndarray:
     """Extra rollouts per prompt for the next round, given this step's draws.
 
@@ -314,9 +305,7 @@ def allocate_round(
         budget: rollouts to hand out; capped at the room left under ``max_rollouts``.
         prior_a, prior_b: Beta prior per prompt (scalar or (M,)); both None fits one
             prior to this step's counts (uniform with fewer than 2 drawn prompts).
-        value: ``paper``, ``informative``, ``size``, ``coba`` or ``grpo``.
-        weights: optional (M,) multipliers >= 0 of each prompt's value ``V_i`` (e.g. a
-            priority per prompt); None means 1 for every prompt.
+        value: ``paper`` or ``grpo``.
 
     Returns:
         int64 (M,), extra rollouts per prompt (>= 0).
@@ -325,6 +314,28 @@ def allocate_round(
         >>> allocate_round([0, 1, 4], [4, 4, 4], budget=8, prior_a=1, prior_b=1).tolist()
         [4, 0, 4]
     """
+    s, n, L, U, B = _check_round(successes, attempts, budget, min_rollouts, max_rollouts)
+    m = s.shape[0]
+    if (prior_a is None) != (prior_b is None):
+        raise ValueError("give both prior_a and prior_b, or neither")
+    if prior_a is None:
+        prior_a, prior_b = fit_beta_prior(s, n)
+    pa, pb = _prior(prior_a, "prior_a", m), _prior(prior_b, "prior_b", m)
+    need = np.maximum(L - n, 0).astype(np.int64)
+    room = np.maximum(U - n, 0).astype(np.int64)
+    if B < int(need.sum()):
+        raise ValueError(
+            f"budget {B} cannot bring every prompt to min_rollouts={L} (needs {int(need.sum())})"
+        )
+    if B >= int(room.sum()):
+        return room
+    # min_rollouts >= 1, so an undrawn prompt starts at >= 1 rollout
+    one_prior = bool(np.ptp(pa) == 0 and np.ptp(pb) == 0)
+    return best_extra(value_model(value), s, n, pa + s, pb + (n - s), need, room, B, one_prior)
+
+
+def _check_round(successes, attempts, budget, min_rollouts, max_rollouts):
+    """The checked counts (float (M,)) and integer bounds of :func:`allocate_round`."""
     s = _counts(successes, "successes")
     n = _counts(attempts, "attempts")
     m = s.shape[0]
@@ -348,65 +359,49 @@ def allocate_round(
         raise ValueError(f"need 1 <= min_rollouts <= max_rollouts, got {L} and {U}")
     if B < 0:
         raise ValueError(f"budget must be >= 0, got {B}")
-    if (prior_a is None) != (prior_b is None):
-        raise ValueError("give both prior_a and prior_b, or neither")
-    if prior_a is None:
-        prior_a, prior_b = fit_beta_prior(s, n)
-    pa, pb = _prior(prior_a, "prior_a", m), _prior(prior_b, "prior_b", m)
-    a, b = pa + s, pb + (n - s)
-    vm = value_model(value, s, n)
-    w = wkey = None
-    if weights is not None:
-        w = np.broadcast_to(np.asarray(weights, dtype=np.float64), (m,)).copy()
-        bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
-        if bad.size:
-            raise ValueError(f"weights[{bad[0]}] = {w[bad[0]]} must be finite and >= 0")
-        wkey = np.unique(w, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    return s, n, L, U, B
 
-    need = np.maximum(L - n, 0).astype(np.int64)
-    room = np.maximum(U - n, 0).astype(np.int64)
-    if B < int(need.sum()):
-        raise ValueError(
-            f"budget {B} cannot bring every prompt to min_rollouts={L} (needs {int(need.sum())})"
-        )
-    if B >= int(room.sum()):
-        return room
-    base = need  # min_rollouts >= 1, so an undrawn prompt starts at >= 1 rollout
+
+def best_extra(vm: ValueModel, s, n, a, b, base, room, total: int, one_prior=False) -> np.ndarray:
+    """``base`` (int64 (M,)) plus the ``total - sum(base)`` units of highest exact value
+    under ``room`` (int64 (M,), >= base), given the posterior ``Beta(a, b)`` of each
+    prompt after ``n`` draws with ``s`` successes. Units that no prompt values are
+    spread evenly over the room. ``one_prior``: every prompt has the same prior (a
+    faster exact path over prompt types)."""
+    m = base.size
     extra = base.copy()
-    left = B - int(base.sum())
     caps = room - base
-    gains = RoundGains(vm, s, n, a, b, base.astype(np.float64), w)
+    gains = RoundGains(vm, s, n, a, b, base.astype(np.float64))
     first = gains(np.zeros(m), np.arange(m))
     if not np.all(np.isfinite(first)):
         i = int(np.flatnonzero(~np.isfinite(first))[0])
         raise ValueError(f"value of prompt {i} is not finite (prior or counts out of range)")
     valued = np.flatnonzero((first > 0) & (caps > 0))
+    left = int(total) - int(base.sum())
     take = min(left, int(caps[valued].sum()))
     if take > 0:
-        if np.ptp(pa) == 0 and np.ptp(pb) == 0:  # one prior: few prompt types
-            extra[valued] += _solve_by_type(gains, s, n, caps, valued, take, wkey)
+        if one_prior:  # few prompt types
+            extra[valued] += _solve_by_type(gains, s, n, caps, valued, take)
         else:
-            sub = RoundGains(
-                vm,
-                s[valued],
-                n[valued],
-                a[valued],
-                b[valued],
-                base[valued] * 1.0,
-                None if w is None else w[valued],
-            )
+            v = valued
+            sub = RoundGains(vm, s[v], n[v], a[v], b[v], base[v] * 1.0)
             extra[valued] += solve_concave(sub, caps[valued], take)
-    left -= take
-    if left > 0:  # no value left anywhere: spread evenly over the room
-        rest = room - extra
-        while left > 0:
-            open_ = np.flatnonzero(rest > 0)
-            per = max(1, left // open_.size)
-            give = np.minimum(rest[open_], per)
-            if give.sum() > left:
-                give = np.zeros_like(give)
-                give[:left] = 1
-            extra[open_] += give
-            rest[open_] -= give
-            left -= int(give.sum())
+    spread_evenly(extra, room, left - take)  # no value left anywhere
     return extra
+
+
+def spread_evenly(give: np.ndarray, room: np.ndarray, left: int) -> int:
+    """Add ``left`` units to ``give`` (int (M,), in place) as evenly as possible, never
+    above ``room``: an equal share per open prompt, the remainder to the lowest
+    positions. Returns what could not be placed (0 unless every prompt is full)."""
+    while left > 0:
+        open_ = np.flatnonzero(give < room)
+        if open_.size == 0:
+            break
+        per = max(1, left // open_.size)
+        add = np.minimum(room[open_] - give[open_], per)
+        cum = np.cumsum(add)
+        add = np.where(cum <= left, add, np.maximum(left - (cum - add), 0))
+        give[open_] += add
+        left -= int(add.sum())
+    return left

@@ -11,7 +11,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 
 from knapsack_rl import defaults
-from knapsack_rl.allocation.rounds import VALUES
+from knapsack_rl.allocation.rounds import check_value
 from knapsack_rl.tracking.priors import PriorModel
 from knapsack_rl.tracking.trackers import Tracker, binarize_rewards
 
@@ -25,12 +25,6 @@ def check_bounds(min_rollouts: int, max_rollouts: int) -> tuple[int, int]:
             f"need 1 <= min_rollouts <= max_rollouts, got {min_rollouts}, {max_rollouts}"
         )
     return int(min_rollouts), int(max_rollouts)
-
-
-def check_value(value: str) -> str:
-    if value not in VALUES:
-        raise ValueError(f"value: unknown {value!r}; expected one of {', '.join(VALUES)}")
-    return value
 
 
 class StepPlanner:

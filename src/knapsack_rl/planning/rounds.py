@@ -58,19 +58,15 @@ class RoundPlanner(StepPlanner):
     ) -> None:
         if int(rounds) < 1:
             raise ValueError(f"rounds must be >= 1, got {rounds}")
-        if pilot == "prior":
-            raise ValueError("pilot='prior' was removed in 0.2.0; give an integer >= 1")
-        if isinstance(pilot, bool) or not isinstance(pilot, int) or pilot < 1:
-            raise ValueError(f"pilot must be an integer >= 1, got {pilot!r}")
         super().__init__(
             tracker,
+            pilot=pilot,
             min_rollouts=min_rollouts,
             max_rollouts=max_rollouts,
             value=value,
             priors=priors,
         )
         self.rounds = int(rounds)
-        self.pilot = pilot
         self.round = 0
 
     def start(self, prompt_ids: Sequence[Hashable], budget: int) -> np.ndarray:

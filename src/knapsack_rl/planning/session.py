@@ -104,7 +104,7 @@ class AllocationConfig:
     # ------------------------------------------------------------------ checks
     def problems(self) -> list[str]:
         """Every problem with these settings, one line each naming the field."""
-        from knapsack_rl.allocation.rounds import VALUES
+        from knapsack_rl.allocation.rounds import check_value
         from knapsack_rl.tracking import TRACKERS
 
         out: list[str] = []
@@ -112,8 +112,10 @@ class AllocationConfig:
             out.append(
                 f"method: unknown {self.method!r}; expected one of {', '.join(ALLOCATION_METHODS)}"
             )
-        if self.value not in VALUES:
-            out.append(f"value: unknown {self.value!r}; expected one of {', '.join(VALUES)}")
+        try:
+            check_value(self.value)
+        except ValueError as e:
+            out.append(str(e))
         if self.tracker not in ("auto", *TRACKERS):
             out.append(
                 f"tracker: unknown {self.tracker!r}; expected one of auto, {', '.join(TRACKERS)}"

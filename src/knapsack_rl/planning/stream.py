@@ -36,8 +36,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 
 from knapsack_rl import defaults
-from knapsack_rl.allocation.rounds import RoundGains, value_model
-from knapsack_rl.allocation.solvers import solve_concave
+from knapsack_rl.allocation.rounds import best_extra, value_model
 from knapsack_rl.planning._step import StepPlanner, finite_fraction
 from knapsack_rl.tracking.priors import PriorModel
 from knapsack_rl.tracking.trackers import Tracker
@@ -167,28 +166,15 @@ class StreamPlanner(StepPlanner):
         """The unrequested budget as positions, split by the exact posterior value on
         what came back, in-flight rollouts counted as given; the largest remainders first."""
         s, n, q = self.successes, self.attempts, self.pending
-        m = len(self._ids)
         left = self.budget - self.requested  # unrequested budget
         base = np.maximum(self.min_rollouts - n, q).astype(np.int64)
         base = np.maximum(base, np.where(n == 0, 1, 0))
         room = np.maximum(self.max_rollouts - n, 0).astype(np.int64)
         total = int(q.sum()) + left  # extra rollouts per prompt beyond the evidence
-        x = base.copy()
-        caps = room - base
-        spare = total - int(base.sum())
-        if spare > 0:
+        x = base
+        if total > int(base.sum()):
             a, b = self.prior_a + s, self.prior_b + (n - s)
-            vm = value_model(self.value, s, n)
-            gains = RoundGains(vm, s, n, a, b, base.astype(np.float64))
-            first = gains(np.zeros(m), np.arange(m))
-            valued = np.flatnonzero((first > 0) & (caps > 0))
-            take = min(spare, int(caps[valued].sum()))
-            if take > 0:
-                sub = RoundGains(vm, s[valued], n[valued], a[valued], b[valued], base[valued] * 1.0)
-                x[valued] += solve_concave(sub, caps[valued], take)
-            spare -= take
-            if spare > 0:  # no value left: spread evenly over the room
-                x += _spread(room - x, spare)
+            x = best_extra(value_model(self.value), s, n, a, b, base, room, total)
         todo = np.maximum(x - q, 0)  # planned, not requested
         mean = (self.prior_a + s) / (self.prior_a + self.prior_b + n)
         out = []
@@ -205,20 +191,3 @@ def _round_robin(counts: np.ndarray) -> np.ndarray:
     pos = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
     rank = np.concatenate([np.arange(c) for c in counts]) if pos.size else pos
     return pos[np.argsort(rank, kind="stable")]
-
-
-def _spread(rest: np.ndarray, left: int) -> np.ndarray:
-    """``left`` units spread as evenly as possible over the room ``rest`` (M,)."""
-    rest = rest.copy()
-    out = np.zeros_like(rest)
-    while left > 0:
-        open_ = np.flatnonzero(rest > 0)
-        per = max(1, left // open_.size)
-        give = np.minimum(rest[open_], per)
-        if give.sum() > left:
-            give = np.zeros_like(give)
-            give[:left] = 1
-        out[open_] += give
-        rest[open_] -= give
-        left -= int(give.sum())
-    return out

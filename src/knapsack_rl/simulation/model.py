@@ -70,6 +70,8 @@ class ModelConfig:
         clusters: number of clusters for ``transfer`` (prompts are assigned at random).
         p_clip: initial rates read from a file are clipped to
             ``[p_clip, 1 - p_clip]`` so every skill is finite.
+        capacity: rollouts the modelled GPU engine runs at once (None: the whole step);
+            it sets ``gen_seconds``, never learning (simulation/gentime.py).
     """
 
     prompts: int = 17_000
@@ -84,6 +86,7 @@ class ModelConfig:
     transfer: float = 0.0
     clusters: int = 100
     p_clip: float = 1e-3
+    capacity: int | None = None
 
     @property
     def budget(self) -> int:
@@ -137,6 +140,12 @@ class ModelConfig:
                 f"rollouts_per_prompt must be in [min_rollouts, max_rollouts] = "
                 f"[{self.min_rollouts}, {self.max_rollouts}], got {self.rollouts_per_prompt}"
             )
+        if self.capacity is not None and (
+            isinstance(self.capacity, bool)
+            or not isinstance(self.capacity, (int, np.integer))
+            or self.capacity < 1
+        ):
+            raise ValueError(f"capacity must be an integer >= 1 or None, got {self.capacity!r}")
         if self.init_std < 0:
             raise ValueError(f"init_std must be >= 0, got {self.init_std}")
         if self.lr < 0:

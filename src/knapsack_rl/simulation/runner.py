@@ -21,6 +21,9 @@ Per-step metrics (arrays in :attr:`Trace.metrics`):
 - ``groups``: groups trained in the step; ``informative_groups``: those with
   a success and a failure (the ones that move the model);
   ``generated_groups``: all groups rolled out, dropped ones included.
+- ``gen_seconds``: the step's modelled GPU generation time (simulation/gentime.py):
+  the sum over its generation barriers of each call's makespan on an engine of
+  ``capacity`` slots, or a streaming strategy's own makespan.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ METRICS = (
     "groups",
     "informative_groups",
     "generated_groups",
+    "gen_seconds",
 )
 
 
@@ -97,7 +101,8 @@ class Trace:
         over the last ``late`` share of rollouts; ``eff_groups``: informative
         trained groups / groups generated; ``mean_p``, ``solved``,
         ``all_correct``, ``all_wrong``: dataset metrics after the last step;
-        ``max_rollouts``: most rollouts one prompt got in one step.
+        ``max_rollouts``: most rollouts one prompt got in one step;
+        ``gen_seconds``: mean modelled GPU generation seconds per step.
         """
         m = self.metrics
         spent = m["rollouts"].astype(np.float64)
@@ -121,6 +126,7 @@ class Trace:
             "all_correct": float(m["all_correct"][-1]),
             "all_wrong": float(m["all_wrong"][-1]),
             "max_rollouts": int(m["max_rollouts"].max()),
+            "gen_seconds": float(m["gen_seconds"].mean()),
             "seconds": self.seconds,
         }
 
@@ -211,6 +217,8 @@ def run_strategy(
     step = 0
     while cum < target and step < steps:
         env.spent = 0
+        env.gen_seconds = 0.0
+        env.step_index = step
         out = strategy.step(env)
         n = np.asarray(out.n, dtype=np.int64)
         k = np.asarray(out.k, dtype=np.float64)
@@ -248,6 +256,7 @@ def run_strategy(
         rows["groups"].append(int(n.size))
         rows["informative_groups"].append(int(informative.sum()))
         rows["generated_groups"].append(int(all_n.size))
+        rows["gen_seconds"].append(env.gen_seconds)
         if steps - step <= snapshot_steps or target - cum < snapshot_steps * cfg.budget:
             snaps.append((p_before, n))
             snaps = snaps[-snapshot_steps:]

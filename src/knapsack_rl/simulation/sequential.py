@@ -7,12 +7,14 @@ step, so they compare with ``uniform`` at equal rollouts; ``rounds`` draws
 prompt's trained group is every rollout it got in the step, all rounds together
 (the advantage baseline is over all of them).
 
-- ``rounds`` (``rounds-paper``, ``rounds-informative``, ``rounds-size``,
-  ``rounds-coba``, ``rounds-grpo``): a :class:`~knapsack_rl.RoundPlanner` over a
+- ``rounds`` (``rounds-paper``, ``rounds-grpo``): a :class:`~knapsack_rl.RoundPlanner` over a
   ``beta`` tracker, on ``oversample * prompts_per_step`` prompts: a pilot of ``pilot``
   rollouts per prompt, then the rest of the budget split by
   :func:`knapsack_rl.allocate_round` (exact, on the Beta posterior of each prompt
   given the tracker's prior and the pilot's draws) under the chosen value model.
+- ``stream``: a :class:`~knapsack_rl.StreamPlanner` on the same prompts and value:
+  the pilots, then the rest planned as completions return on the modelled engine
+  (simulation/gentime.py), without a barrier.
 - ``pilot-commit`` (Pilot-Commit, arXiv 2605.26606): a pilot of ``pilot``
   rollouts per prompt; prompts whose pilot success rate lies in
   ``[lower, 1 - upper]`` are kept and the rest of the budget is split evenly over
@@ -28,14 +30,18 @@ from __future__ import annotations
 import numpy as np
 
 from knapsack_rl import defaults
-from knapsack_rl.allocation.rounds import VALUES
+from knapsack_rl.allocation.rounds import VALUES, check_value, spread_evenly
+from knapsack_rl.planning._step import StepPlanner
+from knapsack_rl.planning.base import run_batched, run_streaming
+from knapsack_rl.planning.rounds import RoundPlanner
+from knapsack_rl.planning.stream import StreamPlanner
 from knapsack_rl.simulation.strategies import Env, StepOutcome, Strategy
 from knapsack_rl.tracking import make_tracker
-from knapsack_rl.tracking.planner import RoundPlanner
 from knapsack_rl.tracking.priors import PriorModel
 
 __all__ = [
     "RoundsStrategy",
+    "StreamStrategy",
     "PilotCommitStrategy",
     "ReinforceAdaStrategy",
     "SEQUENTIAL_STRATEGIES",
@@ -48,21 +54,7 @@ __all__ = [
 ROUNDS_DEFAULT_VALUE = defaults.VALUE
 
 
-def _spread(give: np.ndarray, room: np.ndarray, left: int) -> int:
-    """Add ``left`` rollouts to ``give`` one per prompt in turn, never above ``room``.
-
-    Returns what could not be placed (0 unless every prompt is at its room)."""
-    while left > 0:
-        open_ = np.flatnonzero(give < room)
-        if open_.size == 0:
-            break
-        per = max(1, left // open_.size)
-        add = np.minimum(room[open_] - give[open_], per)
-        cum = np.cumsum(add)
-        add = np.where(cum <= left, add, np.maximum(left - (cum - add), 0))
-        give[open_] += add
-        left -= int(add.sum())
-    return left
+_spread = spread_evenly
 
 
 def _draw(env: Env, idx: np.ndarray, n: np.ndarray, k: np.ndarray, give: np.ndarray) -> None:
@@ -81,14 +73,12 @@ def _spread_rest(name: str, give: np.ndarray, room: np.ndarray, left: int) -> No
 
 class RoundsStrategy(Strategy):
     """Rounds planned by :class:`~knapsack_rl.RoundPlanner` (pilot, then exact
-    allocation of the rest on this step's evidence).
+    allocation of the rest on this step's evidence), one generation barrier per round.
 
     Args:
-        value: value model (``paper``, ``informative``, ``size``, ``coba``, ``grpo``).
+        value: value model (``paper`` or ``grpo``).
         rounds: rounds per step (pilot + planned rounds; default `defaults.ROUNDS`).
-        pilot: pilot rollouts per prompt, or ``"prior"`` (the planner splits
-            ``pilot_size`` per prompt by the value of drawing under the prior).
-        pilot_size: mean pilot size for ``pilot="prior"``.
+        pilot: pilot rollouts per prompt (default `defaults.PILOT`).
         oversample: prompts drawn per step, as a multiple of ``prompts_per_step`` (the
             budget is unchanged; at most the dataset and ``B / min_rollouts`` prompts;
             default `defaults.OVERSAMPLE`).
@@ -101,15 +91,13 @@ class RoundsStrategy(Strategy):
         self,
         value: str = ROUNDS_DEFAULT_VALUE,
         rounds: int = defaults.ROUNDS,
-        pilot: int | str = defaults.PILOT,
-        pilot_size: int = defaults.PILOT,
+        pilot: int = defaults.PILOT,
         oversample: int = defaults.OVERSAMPLE,
         tracker_kwargs: dict | None = None,
-        half_life: float | None = 20.0,
+        half_life: float | None = defaults.PRIOR_HALF_LIFE,
         name: str | None = None,
     ) -> None:
-        if value not in VALUES:
-            raise ValueError(f"value: unknown {value!r}; expected one of {', '.join(VALUES)}")
+        check_value(value)
         if int(rounds) < 1:
             raise ValueError(f"rounds must be >= 1, got {rounds}")
         if int(oversample) < 1:
@@ -118,47 +106,47 @@ class RoundsStrategy(Strategy):
         self.oversample = int(oversample)
         self.rounds = int(rounds)
         self.pilot = pilot
-        self.pilot_size = int(pilot_size)
         self.tracker_kwargs = dict(tracker_kwargs or {})
         self.half_life = half_life
         self.name = name or f"rounds-{value}"
-        self.planner: RoundPlanner | None = None
+        self.planner: StepPlanner | None = None
         make_tracker("beta", **self.tracker_kwargs)  # fail early on bad settings
+        self._make(make_tracker("beta"), 1, 1)  # and on bad planner settings
 
-    def reset(self, env: Env) -> None:
-        c = env.config
-        self.planner = RoundPlanner(
-            make_tracker("beta", **self.tracker_kwargs),
+    def _make(self, tracker, min_rollouts: int, max_rollouts: int) -> StepPlanner:
+        return RoundPlanner(
+            tracker,
             rounds=self.rounds,
             pilot=self.pilot,
-            pilot_size=self.pilot_size,
-            min_rollouts=c.min_rollouts,
-            max_rollouts=c.max_rollouts,
+            min_rollouts=min_rollouts,
+            max_rollouts=max_rollouts,
             value=self.value,
             priors=PriorModel(half_life=self.half_life),
         )
 
-    def step(self, env: Env) -> StepOutcome:
+    def reset(self, env: Env) -> None:
+        c = env.config
+        tracker = make_tracker("beta", **self.tracker_kwargs)
+        self.planner = self._make(tracker, c.min_rollouts, c.max_rollouts)
+
+    def _prompts(self, env: Env) -> np.ndarray:
         c = env.config
         # at most the dataset, and at most what the budget can give min_rollouts each
         m = min(
             c.prompts_per_step * self.oversample, len(env.population), c.budget // c.min_rollouts
         )
-        idx = env.next_prompts(m)
-        n = np.zeros(idx.size, dtype=np.int64)
-        k = np.zeros(idx.size)
-        counts = self.planner.start(idx.tolist(), budget=c.budget)
-        while counts is not None:
-            counts = np.asarray(counts, dtype=np.int64)
-            got, _, rewards = env.rollout(idx, counts)
-            self.planner.record(np.repeat(np.arange(idx.size), counts), rewards)
-            n += counts
-            k += got
-            counts = self.planner.next_round()
-        self.planner.finish()
-        left = c.budget - int(n.sum())
+        return env.next_prompts(m)
+
+    def step(self, env: Env) -> StepOutcome:
+        idx = self._prompts(env)
+        groups = run_batched(self.planner, idx.tolist(), env.config.budget, _generate(env, idx))
+        return self._outcome(env, idx, groups)
+
+    def _outcome(self, env: Env, idx: np.ndarray, groups: dict) -> StepOutcome:
+        n, k = groups["attempts"], groups["successes"].astype(np.float64)
+        left = env.config.budget - int(n.sum())
         if left > 0:  # the planner stopped short (every prompt at its cap): not expected
-            raise RuntimeError(f"{self.name}: the round planner left {left} rollouts unspent")
+            raise RuntimeError(f"{self.name}: the planner left {left} rollouts unspent")
         used = n > 0
         return StepOutcome(idx[used], n[used], k[used])
 
@@ -167,12 +155,89 @@ class RoundsStrategy(Strategy):
             "value": self.value,
             "rounds": self.rounds,
             "pilot": self.pilot,
-            "pilot_size": self.pilot_size,
             "oversample": self.oversample,
             "tracker": "beta",
             "tracker_kwargs": self.tracker_kwargs,
             "half_life": self.half_life,
         }
+
+
+def _generate(env: Env, idx: np.ndarray, timed: bool = True):
+    """``generate(positions) -> rewards`` over the step's prompts ``idx`` (one reward per
+    position, in order); each call is one :meth:`Env.rollout`."""
+
+    def generate(pos: np.ndarray) -> np.ndarray:
+        counts = np.bincount(pos, minlength=idx.size)
+        _, _, r = env.rollout(idx, counts, timed=timed)  # grouped by prompt
+        out = np.empty(pos.size)
+        out[np.argsort(pos, kind="stable")] = r
+        return out
+
+    return generate
+
+
+class StreamStrategy(RoundsStrategy):
+    """:class:`~knapsack_rl.StreamPlanner`: pilots first, then the rest planned as
+    completions return, on an engine of ``capacity`` slots with no barrier; the step's
+    ``gen_seconds`` is that engine's makespan.
+
+    Args:
+        commit: share of the pilot results after which the whole rest is released
+            (default `defaults.COMMIT`).
+        concurrency: engine slots the planner keeps busy (None: release by ``commit`` only).
+        Others as :class:`RoundsStrategy`.
+    """
+
+    def __init__(
+        self,
+        value: str = ROUNDS_DEFAULT_VALUE,
+        pilot: int = defaults.PILOT,
+        commit: float = defaults.COMMIT,
+        concurrency: int | None = None,
+        oversample: int = defaults.OVERSAMPLE,
+        tracker_kwargs: dict | None = None,
+        half_life: float | None = defaults.PRIOR_HALF_LIFE,
+        name: str | None = None,
+    ) -> None:
+        self.commit, self.concurrency = commit, concurrency
+        super().__init__(
+            value=value,
+            pilot=pilot,
+            oversample=oversample,
+            tracker_kwargs=tracker_kwargs,
+            half_life=half_life,
+            name=name or "stream",
+        )
+
+    def _make(self, tracker, min_rollouts: int, max_rollouts: int) -> StepPlanner:
+        return StreamPlanner(
+            tracker,
+            pilot=self.pilot,
+            commit=self.commit,
+            concurrency=self.concurrency,
+            min_rollouts=min_rollouts,
+            max_rollouts=max_rollouts,
+            value=self.value,
+            priors=PriorModel(half_life=self.half_life),
+        )
+
+    def step(self, env: Env) -> StepOutcome:
+        idx = self._prompts(env)
+        groups, run = run_streaming(
+            self.planner,
+            idx.tolist(),
+            env.config.budget,
+            _generate(env, idx, timed=False),
+            lambda pos, r: env.durations(idx[pos], r),
+            capacity=env.capacity,
+        )
+        env.gen_seconds += run.makespan
+        return self._outcome(env, idx, groups)
+
+    def config(self) -> dict:
+        out = super().config()
+        del out["rounds"]
+        return {**out, "commit": self.commit, "concurrency": self.concurrency}
 
 
 class PilotCommitStrategy(Strategy):
@@ -300,6 +365,7 @@ def _variant(base: type, cls_name: str, **defaults) -> type:
 SEQUENTIAL_STRATEGIES = {
     "rounds": _variant(RoundsStrategy, "Rounds", name="rounds"),
     **{f"rounds-{v}": _variant(RoundsStrategy, f"Rounds{v.capitalize()}", value=v) for v in VALUES},
+    "stream": StreamStrategy,
     "pilot-commit": PilotCommitStrategy,
     "reinforce-ada": ReinforceAdaStrategy,
     "reinforce-ada-balance": _variant(

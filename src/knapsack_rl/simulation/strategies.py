@@ -40,6 +40,8 @@ import numpy as np
 
 from knapsack_rl.allocation import Allocator
 from knapsack_rl.allocation.stats import PromptStats
+from knapsack_rl.planning.base import makespan
+from knapsack_rl.simulation.gentime import GpuClock, prompt_units
 from knapsack_rl.simulation.model import ModelConfig, Population
 from knapsack_rl.tracking import Tracker, make_tracker
 
@@ -88,6 +90,13 @@ class Env:
         self._pos = 0
         self.epoch = 0
         self.spent = 0
+        # modelled GPU generation time (simulation/gentime.py); its own random stream
+        self.clock = GpuClock(seed=int(seed))
+        self._unit = prompt_units(int(seed), len(population))
+        self.capacity = population.config.capacity
+        self.gen_seconds = 0.0  # this step's modelled generation makespan
+        self.step_index = 0
+        self._calls = 0
 
     @property
     def budget(self) -> int:
@@ -111,18 +120,31 @@ class Env:
             need -= take
         return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
 
-    def rollout(self, idx: np.ndarray, counts: np.ndarray):
+    def rollout(self, idx: np.ndarray, counts: np.ndarray, timed: bool = True):
         """Spend ``counts[g]`` rollouts on prompt ``idx[g]``.
 
         Returns ``(successes, flat_idx, flat_rewards)``: float (G,) successes
         per group, and the flat per-rollout prompt indices and 0/1 rewards (what
-        a tracker's ``update`` takes).
+        a tracker's ``update`` takes). The call is one generation barrier: its
+        modelled makespan is added to ``gen_seconds`` (``timed=False``: not).
         """
         counts = np.asarray(counts, dtype=np.int64)
         if counts.size and counts.min() < 0:
             raise ValueError("rollout counts must be >= 0")
         self.spent += int(counts.sum())
-        return self.population.sample(idx, counts, self.rng)
+        out = self.population.sample(idx, counts, self.rng)
+        if not timed:  # the caller runs its own engine clock (a streaming strategy)
+            return out
+        # one generation call with a barrier: it ends with its longest completion
+        self.gen_seconds += makespan(self.durations(out[1], out[2]), self.capacity)
+        return out
+
+    def durations(self, prompts: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+        """Modelled seconds (N,) of rollouts of ``prompts`` (N,) with 0/1 ``rewards`` (N,)."""
+        self._calls += 1
+        rng = np.random.default_rng([self.clock.seed, 7_777, self.step_index, self._calls])
+        tokens = self.clock.lengths.sample(self._unit[prompts], rewards <= 0, rng)
+        return tokens * self.clock.seconds_per_token
 
     def true_p(self, idx: np.ndarray) -> np.ndarray:
         """True success probabilities of ``idx`` (for oracle strategies and reports)."""

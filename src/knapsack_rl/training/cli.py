@@ -26,28 +26,30 @@ def _quiet() -> None:
         pass
 
 
+def _parser(prog: str, description: str, cls, config_help: str) -> argparse.ArgumentParser:
+    """``--config FILE`` plus one flag per field of the config dataclass ``cls``."""
+    from knapsack_rl.training.config import add_config_arguments
+
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--config", metavar="FILE", default=None, help=config_help)
+    add_config_arguments(p, cls)
+    return p
+
+
 def train_parser() -> argparse.ArgumentParser:
     """The ``train`` argument parser: ``--config FILE`` plus one flag per :class:`TrainConfig` field."""
-    from knapsack_rl.training.config import TrainConfig, add_config_arguments
+    from knapsack_rl.training.config import TrainConfig
 
-    p = argparse.ArgumentParser(
-        prog="knapsack-rl train",
-        description=(
-            "GRPO training with per-prompt rollout budgets. Each step draws PROMPTS_PER_STEP prompts, "
-            "allocates the step budget with METHOD from the tracker's success-rate estimates, samples all "
-            "rollouts in one batched generation, scores them, and takes a PPO-clipped GRPO step. "
-            "Settings come from defaults, then --config FILE (YAML or TOML), then flags."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter if False else argparse.HelpFormatter,
+    return _parser(
+        "knapsack-rl train",
+        "GRPO training with per-prompt rollout budgets. Each step draws PROMPTS_PER_STEP prompts "
+        "(times OVERSAMPLE for rounds and stream), spends the step budget as METHOD plans it "
+        "(in one shot from the tracker's estimates, in rounds, or as completions return), "
+        "scores the rollouts, and takes a PPO-clipped GRPO step. Settings come from defaults, "
+        "then --config FILE (YAML or TOML), then flags.",
+        TrainConfig,
+        "YAML (.yaml/.yml) or TOML (.toml) file of settings (same names as the flags)",
     )
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        default=None,
-        help="YAML (.yaml/.yml) or TOML (.toml) file of settings (same names as the flags)",
-    )
-    add_config_arguments(p, TrainConfig)
-    return p
 
 
 def _fail(sub: str, msg: str) -> int:
@@ -85,22 +87,16 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 def demo_parser() -> argparse.ArgumentParser:
     """The ``demo`` argument parser (see :class:`knapsack_rl.training.demo.DemoConfig`)."""
-    from knapsack_rl.training.config import add_config_arguments
     from knapsack_rl.training.demo import DemoConfig
 
-    p = argparse.ArgumentParser(
-        prog="knapsack-rl demo",
-        description=(
-            "Train the built-in tiny model on the built-in arithmetic task with uniform and knapsack "
-            "(and bayes) allocation at the same total rollout budget and seed, evaluate, and write a "
-            "report folder (index.html + PNG plots) plus a summary table. Runs on 2 CPU cores, offline."
-        ),
+    return _parser(
+        "knapsack-rl demo",
+        "Train the built-in tiny model on the built-in arithmetic task with each of METHODS "
+        "at the same total rollout budget and seed, evaluate, and write a report folder "
+        "(index.html + PNG plots) plus a summary table. Runs on 2 CPU cores, offline.",
+        DemoConfig,
+        "YAML or TOML file of demo settings",
     )
-    p.add_argument(
-        "--config", metavar="FILE", default=None, help="YAML or TOML file of demo settings"
-    )
-    add_config_arguments(p, DemoConfig)
-    return p
 
 
 def demo_main(argv: Sequence[str] | None = None) -> int:

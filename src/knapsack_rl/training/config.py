@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from knapsack_rl import defaults
+from knapsack_rl.deprecation import REMOVAL, deprecated
 from knapsack_rl.planning.session import ALLOCATION_METHODS, AllocationConfig
 
 TRAIN_METHODS = ALLOCATION_METHODS
@@ -38,7 +39,6 @@ DEPRECATED = {
 }
 #: settings that were retired: name -> the one value still accepted (and ignored)
 RETIRED = {"pilot_mode": "fixed"}
-REMOVAL = "0.3.0"
 
 
 def _renamed(key: str, where: str) -> tuple[str, typing.Callable]:
@@ -46,11 +46,7 @@ def _renamed(key: str, where: str) -> tuple[str, typing.Callable]:
     if key not in DEPRECATED:
         return key, lambda v: v
     new, conv = DEPRECATED[key]
-    warnings.warn(
-        f"{where}: {key!r} is deprecated; use {new!r} ({key!r} will be removed in {REMOVAL})",
-        DeprecationWarning,
-        stacklevel=3,
-    )
+    deprecated(f"{where}: {key!r}", repr(new), stacklevel=4)
     return new, conv
 
 
@@ -580,10 +576,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls=TrainConfig) -> No
     for old, (new, _) in DEPRECATED.items():
         if new in fields:
             parser.add_argument("--" + old.replace("_", "-"), dest=old, help=argparse.SUPPRESS)
-    if cls is TrainConfig:
+    if issubclass(cls, TrainConfig):
         for old in RETIRED:
             parser.add_argument("--" + old.replace("_", "-"), dest=old, help=argparse.SUPPRESS)
-    sections = SECTIONS if cls is TrainConfig else {"settings": tuple(fields)}
+    sections = {
+        **SECTIONS,
+        "more": tuple(n for n in fields if not any(n in v for v in SECTIONS.values())),
+    }
     groups = {
         n: parser.add_argument_group(f"{sec} settings")
         for sec, names in sections.items()
@@ -616,7 +615,7 @@ def config_from_args(ns: argparse.Namespace, file_path: str | None = None, cls=T
         data.update(load_config_file(file_path))
     cfg = cls.from_dict(data, source=str(file_path)) if data else cls()
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    for old in RETIRED:
+    for old in RETIRED if issubclass(cls, TrainConfig) else ():
         if getattr(ns, old, None) is not None:
             _retired(old, getattr(ns, old), f"--{old.replace('_', '-')}")
     given = [(old, DEPRECATED[old][0]) for old in DEPRECATED if getattr(ns, old, None) is not None]

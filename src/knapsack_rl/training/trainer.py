@@ -38,10 +38,10 @@ import torch
 from knapsack_rl.metrics import step_metrics
 from knapsack_rl.planning.base import makespan, run_streaming
 from knapsack_rl.planning.session import AllocationSession
+from knapsack_rl.simulation.gentime import GpuClock
 from knapsack_rl.training.checkpoint import RunFolder, rng_state, save_checkpoint, set_rng_state
 from knapsack_rl.training.config import ConfigError, TrainConfig, TrainError
 from knapsack_rl.training.evaluate import evaluate
-from knapsack_rl.training.gpu import GpuClock
 from knapsack_rl.training.grpo import build_sequences, compute_advantages, grpo_loss, token_logprobs
 from knapsack_rl.training.model import count_parameters, load_policy, sft_warmstart
 from knapsack_rl.training.sampler import generate
@@ -145,7 +145,9 @@ class Trainer:
             self.session.set_prior_columns(
                 [e.id for e in rated], rates=[e.pass_rate for e in rated]
             )
-        self.gpu = GpuClock(seed=cfg.seed)  # modelled GPU generation time (see training/gpu.py)
+        self.gpu = GpuClock(
+            seed=cfg.seed
+        )  # modelled GPU generation time (see simulation/gentime.py)
         self.sample_gen = torch.Generator().manual_seed(cfg.seed)
         self.step_idx = self.rollouts_total = self.tokens_total = 0
         self.sft_losses: list[float] = []

@@ -1,13 +1,15 @@
-"""The GPU clock of the reference trainer: how long a step's generation would take on a
-GPU inference engine, while the trainer itself samples 6-token answers on a CPU.
+"""The generation-time model: how long a step's generation would take on a GPU
+inference engine (vLLM, SGLang), where a step waits for its longest completion.
 
 Each rollout gets a completion length in tokens from :class:`LengthModel`
 (heavy-tailed, longer for failed answers, a persistent length per prompt, capped
 like ``max_new_tokens``) and runs for ``length * seconds_per_token`` on an engine
-with ``concurrency`` slots, first come first served. The trainer reports each
-step's modelled makespan as ``time/gpu_generate``. With ``method="stream"``
-completions also come back in the order of this clock, which is the only way it
-touches learning.
+with ``capacity`` slots, first come first served
+(:func:`knapsack_rl.planning.base.makespan` for a barrier call,
+:func:`knapsack_rl.planning.base.run_streaming` for a planner that streams). The
+reference trainer reports each step's modelled makespan as ``time/gpu_generate``
+and the simulator as ``gen_seconds``. With ``method="stream"`` completions also
+come back in the order of this clock.
 
 Parameters (assumptions, stated as such; the shape follows published RL length
 statistics): lengths are lognormal within a prompt (``sigma=0.6``) around a
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GpuClock", "LengthModel"]
+__all__ = ["GpuClock", "LengthModel", "prompt_units"]
 
 
 @dataclass(frozen=True)
@@ -83,3 +85,8 @@ class GpuClock:
 def _unit(seed: int, pid: Hashable) -> float:
     """A prompt's fixed place in (0, 1) of the prompts' length distribution."""
     return (zlib.crc32(f"{seed}:{pid!r}".encode()) + 0.5) / 2**32
+
+
+def prompt_units(seed: int, n: int) -> np.ndarray:
+    """Places in (0, 1) of prompts ``0 .. n-1`` (float (n,)), as :class:`GpuClock` gives them."""
+    return np.array([_unit(seed, i) for i in range(n)], dtype=np.float64)
