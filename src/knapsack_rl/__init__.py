@@ -8,7 +8,7 @@ from knapsack_rl.allocation import METHODS, Allocation, Allocator, allocate
 from knapsack_rl.allocation.rounds import VALUES, allocate_round
 from knapsack_rl.planning import OneShotPlanner, Planner, RoundPlanner, StreamPlanner
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "METHODS",

@@ -443,13 +443,12 @@ def test_history_counts_successes_not_reward_sums(tmp_path):
     assert tr._metrics["train"]["rounds/pilot_all_correct"][-1] == 0.25
 
 
-def test_auto_discount_is_logged(tmp_path):
-    tr = rounds_trainer(tmp_path, ByPrompt(), tracker_kwargs={"discount": "auto"})
-    assert tr.tracker.discount == "auto" and tr.planner.tracker is tr.tracker
-    batch = [tr.train_dataset[i] for i in range(8) for _ in range(4)]
-    tr.model.train()
-    tr._generate_and_score_completions(batch)
-    assert tr._metrics["train"]["tracker/discount"] == [tr.tracker.discount_in_use]
+def test_retired_settings_fail_in_the_config(tmp_path):
+    base = dict(allocation_method="rounds", per_device_train_batch_size=32, num_generations=8)
+    with pytest.raises(ValueError, match="discount='auto' was removed"):
+        knapsack_args(tmp_path, **base, tracker_kwargs={"discount": "auto"})
+    with pytest.raises(ValueError, match="'coba' was removed in 0.2.0"):
+        knapsack_args(tmp_path, **base, value="coba")
 
 
 @pytest.mark.parametrize("steps_per_generation", [1, 2])

@@ -946,15 +946,12 @@ def test_wait_for_round_polls_until_every_group_ends(kv, monkeypatch):
     ]
 
 
-def test_auto_discount_is_logged(kv):
+def test_retired_settings_fail_clearly(kv):
     kcfg = kv.KnapsackVerlConfig(
         method="rounds", rounds=1, oversample=1, tracker="beta", tracker_kwargs={"discount": "auto"}
     )
-    state = kv.KnapsackState(kcfg, rollout_n=4)
-    r = state.allocate(["a", "b"], [0, 1])
-    uids = ["a"] * int(r[0]) + ["b"] * int(r[1])
-    m = state.observe(uids, [1.0, 0.0] * 4)
-    assert m["knapsack/tracker/discount"] == state.tracker.discount_in_use
+    with pytest.raises(ValueError, match="discount='auto' was removed"):
+        kv.KnapsackState(kcfg, rollout_n=4)
 
 
 def test_offline_rates_reach_the_priors(kv):

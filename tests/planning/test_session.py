@@ -61,7 +61,7 @@ def test_rounds_session_matches_the_planner_alone():
         for planner in (session, bare):
             rng = np.random.default_rng(step)
             out = run_batched(
-                planner, ids, 48, lambda pos: (rng.random(pos.size) < p[pos]).astype(float)
+                planner, ids, 48, lambda pos, rng=rng: (rng.random(pos.size) < p[pos]).astype(float)
             )
             outs.append(out)
         np.testing.assert_array_equal(outs[0].rollouts, outs[1]["attempts"])

@@ -11,5 +11,6 @@ The method is described in ``docs/method.md``.
 """
 
 from knapsack_rl.allocation.allocator import METHODS, Allocation, Allocator, allocate
+from knapsack_rl.allocation.stats import PromptStats
 
-__all__ = ["METHODS", "Allocation", "Allocator", "allocate"]
+__all__ = ["METHODS", "Allocation", "Allocator", "PromptStats", "allocate"]

@@ -55,7 +55,7 @@ import numpy as np
 
 from knapsack_rl import defaults
 from knapsack_rl.allocation import METHODS, Allocation, Allocator
-from knapsack_rl.allocation.rounds import VALUES
+from knapsack_rl.allocation.rounds import check_value
 from knapsack_rl.metrics import (
     allocation_stats,
     effective_gradient_ratio,
@@ -63,6 +63,7 @@ from knapsack_rl.metrics import (
     pilot_stats,
     tie_break_stats,
 )
+from knapsack_rl.planning.rounds import RoundPlanner
 from knapsack_rl.tracking import (
     TRACKERS,
     Tracker,
@@ -70,7 +71,6 @@ from knapsack_rl.tracking import (
     load_tracker,
     make_tracker,
 )
-from knapsack_rl.tracking.planner import RoundPlanner
 from knapsack_rl.tracking.priors import PriorModel
 
 SUPPORTED_TRL = (">=1.16", "<1.17")
@@ -150,7 +150,7 @@ class KnapsackGRPOConfig(GRPOConfig):
             fresh priors (pooled by ``prior_group_column``, offline
             ``pass_rate_column``, stale evidence decayed toward the pool) and the
             step's own pilot; see docs/trl.md.
-        value: value model of ``rounds`` (``paper``, ``informative``, ``size``, ``coba``, ``grpo``).
+        value: value model of ``rounds`` (``grpo`` or ``paper``).
         rounds: generation rounds per step of ``rounds``: 2 (a pilot, then the rest
             planned from its rewards) or 1 (one-shot from the priors).
         pilot: rollouts per prompt in the pilot round (``rounds=2``).
@@ -193,7 +193,7 @@ class KnapsackGRPOConfig(GRPOConfig):
     )
     value: str = field(
         default=defaults.VALUE,
-        metadata={"help": "Value model of rounds: paper, informative, size, coba, grpo."},
+        metadata={"help": "Value model of rounds: grpo or paper."},
     )
     prior_group_column: str | None = field(
         default=None, metadata={"help": "Column pooling the priors of rounds (e.g. level)."}
@@ -263,8 +263,7 @@ class KnapsackGRPOConfig(GRPOConfig):
                 f"allocation_method: unknown {self.allocation_method!r}; "
                 f"expected one of {', '.join(METHODS)}, rounds"
             )
-        if self.value not in VALUES:
-            raise ValueError(f"value: unknown {self.value!r}; expected one of {', '.join(VALUES)}")
+        check_value(self.value)
         if self.tracker not in TRACKERS:
             raise ValueError(
                 f"tracker: unknown {self.tracker!r}; expected one of {', '.join(TRACKERS)}"
@@ -571,7 +570,7 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             return self.allocator.allocate(stats, budget=budget)
         t0 = time.perf_counter()
         self._prior_columns(prompt_ids, rows or [])
-        counts = self.planner.start(prompt_ids, budget)
+        counts = np.bincount(self.planner.start(prompt_ids, budget), minlength=len(prompt_ids))
         return self._rounds_allocation(counts, time.perf_counter() - t0)
 
     def _rounds_allocation(self, counts: np.ndarray, seconds: float) -> Allocation:
@@ -670,7 +669,8 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         if "image" in rows[0] or "images" in rows[0]:
             raise ValueError("allocation_method='rounds' with rounds=2 does not support images")
         self._prior_columns(prompt_ids, rows[::k])
-        pilot = self.planner.start(prompt_ids, len(rows))
+        m = len(prompt_ids)
+        pilot = np.bincount(self.planner.start(prompt_ids, len(rows)), minlength=m)
         first = np.repeat(np.arange(len(prompt_ids)), pilot)
         if len(first) % nproc:
             raise RuntimeError(
@@ -685,9 +685,11 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         rewards = super()._calculate_rewards(mine, prompts, completions, completion_ids)
         r = self._success_rewards(rewards)
         ok = np.isfinite(r)
-        self.planner.record(first[ok], r[ok])
-        rest = self.planner.next_round()
-        payload = [None if rest is None else rest.tolist()]
+        # unscored pilot rollouts are no evidence and no longer awaited; round 2 comes
+        # back from whichever call resolves the pilot's last rollout
+        sends = [self.planner.drop(first[~ok]), self.planner.record(first[ok], r[ok])]
+        rest = np.bincount(np.concatenate(sends), minlength=m)
+        payload = [rest.tolist()]
         if nproc > 1:  # the main process's plan, on every process
             broadcast_object_list(payload, from_process=0)
         rest = np.asarray(payload[0] or np.zeros(len(prompt_ids)), dtype=np.int64)
@@ -810,8 +812,6 @@ class KnapsackGRPOTrainer(GRPOTrainer):
                 **tie_break_stats(a, b, pilot, pilot_successes, rollouts, successes),
             }.items():
                 metrics[key].append(value)
-        if getattr(self.tracker, "discount", None) == "auto":
-            metrics["tracker/discount"].append(self.tracker.discount_in_use)
         record = {"step": int(self.state.global_step), "prompt_ids": list(prompt_ids)}
         record["rollouts"] = rollouts
         record["successes"] = successes

@@ -62,15 +62,16 @@ import numpy as np
 # --- knapsack-rl API (kept in one place) ------------------------------------
 from knapsack_rl import Allocator, defaults
 from knapsack_rl.allocation import METHODS
-from knapsack_rl.allocation.rounds import VALUES
+from knapsack_rl.allocation.rounds import check_value
 from knapsack_rl.metrics import (
     allocation_stats,
     effective_gradient_ratio,
     pilot_stats,
     tie_break_stats,
 )
+from knapsack_rl.planning.base import positions
+from knapsack_rl.planning.rounds import RoundPlanner
 from knapsack_rl.tracking import TRACKERS, Tracker, load_tracker, make_tracker
-from knapsack_rl.tracking.planner import RoundPlanner
 from knapsack_rl.tracking.priors import PriorModel
 
 
@@ -152,7 +153,7 @@ class KnapsackVerlConfig:
         method: allocation method (``knapsack``, ``paper``, ``bayes``, ``uniform``, one-shot
             from the tracker), or ``rounds``: knapsack-rl's round planner, from priors pooled
             over the prompts seen (stale evidence decayed) and this step's own draws.
-        value: value model of ``rounds`` (``paper``, ``informative``, ``size``, ``coba``, ``grpo``).
+        value: value model of ``rounds`` (``grpo`` or ``paper``).
         rounds: generation rounds per step of ``rounds``: 2 (a pilot, then the rest of the
             step's rollouts where the pilot says they pay) or 1 (one-shot from the priors).
         pilot: rollouts per prompt in the pilot round (``rounds=2``).
@@ -220,10 +221,10 @@ def check_config(config) -> KnapsackVerlConfig:
         problems.append(
             f"knapsack.method: unknown {kcfg.method!r}; expected one of {', '.join(METHODS)}, rounds"
         )
-    if kcfg.value not in VALUES:
-        problems.append(
-            f"knapsack.value: unknown {kcfg.value!r}; expected one of {', '.join(VALUES)}"
-        )
+    try:
+        check_value(kcfg.value)
+    except ValueError as e:
+        problems.append(f"knapsack.{e}")
     if kcfg.tracker not in TRACKERS:
         problems.append(
             f"knapsack.tracker: unknown {kcfg.tracker!r}; expected one of {', '.join(TRACKERS)}"
@@ -492,6 +493,7 @@ class KnapsackState:
         self._uid_pos: dict[str, int] = {}
         self._pilot: np.ndarray | None = None  # rounds=2: the pilot's planned counts
         self._pilot_drawn: tuple[np.ndarray, np.ndarray] | None = None
+        self._next = np.zeros(0, np.int64)  # rounds=2: round 2's positions, once the pilot is in
         self._rollouts: list[np.ndarray] = []
         self._seconds = 0.0
         self.pilot_seconds = 0.0  # rounds=2: the driver's wait for the pilot, per step
@@ -524,7 +526,7 @@ class KnapsackState:
                 self.planner.priors.set_offline(
                     ids, [np.nan if v is None else float(v) for v in rates]
                 )
-            r = np.asarray(self.planner.start(ids, budget), np.int64)
+            r = np.bincount(self.planner.start(ids, budget), minlength=len(ids)).astype(np.int64)
             self._uid_pos = {str(u): k for k, u in enumerate(uids)}
         else:
             r = np.asarray(_allocate(self.allocator, self.tracker, ids, budget).rollouts, np.int64)
@@ -541,7 +543,7 @@ class KnapsackState:
         """The pilot's rollouts (uid and reward each) of the batch :meth:`allocate` planned."""
         keep = [str(u) in self._uid_pos for u in uids]
         pos = [self._uid_pos[str(u)] for u, k in zip(uids, keep) if k]
-        self.planner.record(
+        self._next = self.planner.record(
             pos, np.asarray(rewards, np.float64).reshape(-1)[np.asarray(keep, bool)]
         )
         self._pilot_drawn = (self.planner.attempts.copy(), self.planner.successes.copy())
@@ -550,8 +552,11 @@ class KnapsackState:
         """Rollouts per prompt of round 2, planned from the pilot's rewards (zeros for the
         uids in ``skip``, e.g. failed groups); int64, shape ``(len(uids),)``."""
         t0 = time.perf_counter()
-        extra = self.planner.next_round()
-        extra = np.zeros(len(self._uid_pos), np.int64) if extra is None else extra.astype(np.int64)
+        sends = self._next  # round 2, if every pilot rollout came back
+        if not sends.size and self.planner.pending.any():  # pilot sessions that never did
+            sends = self.planner.drop(positions(self.planner.pending))
+        self._next = np.zeros(0, np.int64)
+        extra = np.bincount(sends, minlength=len(self._uid_pos)).astype(np.int64)
         for u in skip or ():
             extra[self._uid_pos[str(u)]] = 0
         self._seconds += time.perf_counter() - t0
@@ -601,8 +606,6 @@ class KnapsackState:
         if self.two_rounds:
             metrics["knapsack/pilot_seconds"] = self.pilot_seconds
         metrics.update(pilot_metrics)
-        if getattr(self.tracker, "discount", None) == "auto":
-            metrics["knapsack/tracker/discount"] = self.tracker.discount_in_use
         metrics["knapsack/tracked_prompts"] = float(len(self.tracker))
         self._rollouts, self._seconds, self.pilot_seconds = [], 0.0, 0.0
         return metrics
