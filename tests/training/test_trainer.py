@@ -454,7 +454,10 @@ def test_numeric_file_settings_checked_at_startup(tmp_path, capsys, name, text, 
 
 
 def test_deprecated_adv_clip_still_accepted(tmp_path):
-    with pytest.warns(DeprecationWarning, match="'adv_clip' is deprecated and will be removed in 0.3.0; use 'advantage_clip'"):
+    with pytest.warns(
+        DeprecationWarning,
+        match="'adv_clip' is deprecated and will be removed in 0.3.0; use 'advantage_clip'",
+    ):
         cfg = config_from_args(train_parser().parse_args(["--adv-clip", "0"]))
     assert cfg.advantage_clip is None  # the old "<= 0: off"
     (tmp_path / "c.yaml").write_text("adv_clip: 3\n")
