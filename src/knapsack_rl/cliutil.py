@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["Parser", "number_arg", "fail", "check_output", "same_file"]
+__all__ = ["Parser", "number_arg", "fail", "check_output", "same_file", "write_stdout"]
 
 #: integers on the command line are kept below this (int64 arithmetic stays exact)
 INT_LIMIT = 2**62
@@ -77,15 +77,30 @@ def same_file(a, b) -> bool:
     return a.resolve() == b.resolve()
 
 
+#: room the atomic write's temporary name needs beyond the file's own name
+_TEMP_EXTRA = 40
+
+
 def check_output(path) -> str | None:
     """Why ``path`` cannot be written as an output file, or None if it can.
 
-    Checks (before anything is written): not a directory; the nearest existing
-    parent is a directory we may write into.
+    Checks (before anything is written): not a directory, FIFO, socket or device
+    (an atomic rename would replace it); a name the file system allows, with room
+    for the temporary file beside it; the nearest existing parent is a directory we
+    may write into.
     """
     path = Path(path)
+    try:
+        return _check_output(path)
+    except OSError as e:
+        return f"{path}: {e.strerror or e}"
+
+
+def _check_output(path: Path) -> str | None:
     if path.is_dir():
         return f"{path}: is a directory"
+    if path.exists() and not path.is_file():
+        return f"{path}: not a regular file (a FIFO, socket or device); choose a file path"
     parent = path.parent
     while not parent.exists():
         if parent == parent.parent:
@@ -93,6 +108,37 @@ def check_output(path) -> str | None:
         parent = parent.parent
     if not parent.is_dir():
         return f"{path}: {parent} is not a directory"
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(path.name)) + _TEMP_EXTRA > name_max:
+        return f"{path}: file name too long (at most {name_max - _TEMP_EXTRA} bytes here)"
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"{path}: cannot write into {parent} (permission denied)"
     return None
+
+
+def write_stdout(text: str) -> str | None:
+    """Write ``text`` to stdout and flush; why it failed, or None. A full device
+    (``/dev/full``) or a closed stdout gives one line for the caller to print (and
+    stdout is pointed at /dev/null so the exit flush stays quiet); a closed pipe
+    raises BrokenPipeError, as the ``knapsack-rl`` entry point expects."""
+    if sys.stdout is None:
+        return "stdout is closed; write to a file with -o FILE"
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError) as e:  # ValueError: a closed file object
+        _quiet_stdout()
+        return f"cannot write to stdout ({getattr(e, 'strerror', None) or e}); use -o FILE"
+    return None
+
+
+def _quiet_stdout() -> None:
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

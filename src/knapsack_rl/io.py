@@ -110,7 +110,8 @@ class _DuplicateKey(Exception):
 
 def jsonl_records(path, text: str) -> Iterator[tuple[int, dict]]:
     """Yield ``(line, object)`` per non-blank JSONL line; each line must be one object."""
-    for k, line in enumerate(text.splitlines(), start=1):
+    # records end at "\n" only: U+2028 and U+2029 are valid inside JSON strings
+    for k, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -126,7 +127,34 @@ def jsonl_records(path, text: str) -> Iterator[tuple[int, dict]]:
             raise InputError(f"{where(path, k)}: not valid JSON ({why})") from None
         if not isinstance(obj, dict):
             raise InputError(f"{where(path, k)}: expected a JSON object, got {type(obj).__name__}")
+        for key, value in obj.items():
+            if _surrogate(key) or _surrogate(value):
+                raise InputError(
+                    f"{where(path, k, _surrogate_free(key))}: holds a lone UTF-16 surrogate "
+                    "(an escape such as \\ud800 without its pair), which is not valid Unicode"
+                )
         yield k, obj
+
+
+def _surrogate(x, depth: int = 0) -> bool:
+    """Whether ``x`` (a parsed JSON value) holds a lone surrogate in any string."""
+    if isinstance(x, str):
+        try:
+            x.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if depth > 50:
+        return False
+    if isinstance(x, dict):
+        return any(_surrogate(k) or _surrogate(v, depth + 1) for k, v in x.items())
+    if isinstance(x, list):
+        return any(_surrogate(v, depth + 1) for v in x)
+    return False
+
+
+def _surrogate_free(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def read_records(path: str | os.PathLike, formats=(".csv", ".jsonl")) -> Iterator[tuple[int, dict]]:

@@ -131,6 +131,11 @@ BAD_FILES = [
     ("s.jsonl", '{"id": 1, "p": 0.5}\n{"p": 0.2}\n', "line 2: missing column 'id'"),
     ("s.jsonl", '{"id": 1, "p": 0.5}\n{"id": 2}\n', "line 2: missing column 'p'"),
     ("s.csv", "id,p,valid\na,0.5,maybe\n", "field 'valid'"),
+    # probing, issue 22: a lone surrogate in an id, and numbers float() takes but files must not
+    ("s.jsonl", '{"id": "\\ud800", "p": 0.5}\n', "line 1, field 'id': holds a lone UTF-16"),
+    ("s.csv", "id,p\na,0.5_0\n", "line 2, field 'p': '0.5_0' is not a number"),
+    ("s.jsonl", '{"id": "a", "p": "0.5_0"}\n', "field 'p': '0.5_0' is not a number"),
+    ("s.csv", "id,p\na,\u0663\n", "is not a number"),
 ]
 
 
@@ -415,3 +420,87 @@ def test_stale_temp_of_a_killed_writer_is_removed(tmp_path):
     assert not stale.exists() and live.exists()
     assert out.read_text() == "new\n"
     assert remove_stale_temps(out) == []
+
+
+# ------------------------------------------------------------ probing, issue 22
+def _run(args):
+    return subprocess.run(
+        [sys.executable, "-m", "knapsack_rl.cli", "allocate", *args],
+        capture_output=True,
+        text=True,
+    )
+
+
+def _one_line_exit_2(res, needle):
+    assert res.returncode == 2, res.stderr
+    assert needle in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_lone_surrogate_id_with_output_file(tmp_path):
+    src = write(tmp_path / "s.jsonl", '{"id": "\\ud800", "p": 0.5}\n')
+    res = _run([str(src), "--per-prompt", "4", "-o", str(tmp_path / "o.csv")])
+    _one_line_exit_2(res, "lone UTF-16 surrogate")
+    assert not (tmp_path / "o.csv").exists()
+    _one_line_exit_2(_run([str(src), "--per-prompt", "4"]), "lone UTF-16 surrogate")
+
+
+@pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\x85"])
+def test_jsonl_splits_records_on_newline_only(tmp_path, capsys, sep):
+    src = tmp_path / "s.jsonl"
+    src.write_text(json.dumps({"id": f"a{sep}b", "p": 0.5}, ensure_ascii=False) + "\n")
+    out = tmp_path / "o.jsonl"
+    assert main([str(src), "--per-prompt", "4", "-o", str(out)]) == 0
+    assert json.loads(out.read_text())["id"] == f"a{sep}b"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "device"])
+def test_output_that_is_not_a_regular_file_is_refused(p_csv, tmp_path, capsys, kind):
+    if kind == "fifo":
+        target = tmp_path / "f.csv"
+        os.mkfifo(target)
+    elif kind == "socket":
+        import socket
+
+        target = tmp_path / "s.csv"
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(target))
+    else:
+        target = tmp_path / "d.csv"
+        target.symlink_to("/dev/null")
+    code = main([str(p_csv), "--per-prompt", "4", "-o", str(target)])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a regular file" in err, err
+    assert not target.is_file()  # still the FIFO, socket or device
+    if kind == "socket":
+        sock.close()
+
+
+def test_stdout_full_or_closed_is_one_line(p_csv):
+    with open("/dev/full", "w") as full:
+        res = subprocess.run(
+            [sys.executable, "-m", "knapsack_rl.cli", "allocate", str(p_csv), "--per-prompt", "4"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    assert res.returncode == 2 and "cannot write to stdout" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and "Exception ignored" not in res.stderr
+    closed = subprocess.run(
+        f"{sys.executable} -m knapsack_rl.cli allocate {p_csv} --per-prompt 4 >&-",
+        shell=True,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert closed.returncode == 2 and "stdout is closed" in closed.stderr, closed.stderr
+
+
+@pytest.mark.parametrize("length", [240, 300, 5000])
+def test_output_name_too_long_is_one_line(p_csv, tmp_path, capsys, length):
+    out = tmp_path / ("x" * length + ".csv")
+    code = main([str(p_csv), "--per-prompt", "4", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "too long" in err.lower(), err
+    assert len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("*.tmp.*"))

@@ -27,7 +27,7 @@ import numpy as np
 from knapsack_rl import defaults
 from knapsack_rl.allocation import METHODS, Allocator
 from knapsack_rl.allocation.stats import FORMATS, PromptStats, StatsError, read_stats, write_table
-from knapsack_rl.cliutil import Parser, check_output, number_arg, same_file
+from knapsack_rl.cliutil import Parser, check_output, number_arg, same_file, write_stdout
 from knapsack_rl.cliutil import fail as _fail
 
 __all__ = ["main", "build_parser", "example_batch"]
@@ -55,20 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="rollouts per prompt on average (budget = N * prompts); "
         "in paper mode also the uniform n of prompts that are not valid",
     )
-    p.add_argument(
-        "--min",
-        dest="min_rollouts",
-        type=number_arg(int, "--min"),
-        default=defaults.MIN_ROLLOUTS,
-        help=f"fewest rollouts per prompt (default {defaults.MIN_ROLLOUTS})",
-    )
-    p.add_argument(
-        "--max",
-        dest="max_rollouts",
-        type=number_arg(int, "--max"),
-        default=defaults.MAX_ROLLOUTS,
-        help=f"most rollouts per prompt (default {defaults.MAX_ROLLOUTS})",
-    )
+    for flag, dest, default, what in (
+        ("--min", "min_rollouts", defaults.MIN_ROLLOUTS, "fewest"),
+        ("--max", "max_rollouts", defaults.MAX_ROLLOUTS, "most"),
+    ):
+        p.add_argument(
+            flag,
+            dest=dest,
+            type=number_arg(int, flag),
+            default=default,
+            help=f"{what} rollouts per prompt (default {default})",
+        )
     p.add_argument("--method", choices=METHODS, default=defaults.METHOD, help="allocation method")
     p.add_argument("--cost-column", help="column with each prompt's per-rollout cost (e.g. tokens)")
     p.add_argument(
@@ -191,7 +188,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except OSError as e:
         return fail(f"cannot write {args.output}: {e.strerror or e}")
     if args.output is None:
-        sys.stdout.write(text)
+        problem = write_stdout(text)
+        if problem:
+            return fail(problem)
     if args.plot:
         from knapsack_rl.reports.html import plot_allocation
 

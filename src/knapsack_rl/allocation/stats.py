@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -72,11 +73,23 @@ def _text(raw) -> str | None:
     return raw.strip() if isinstance(raw, str) else raw
 
 
+#: what a number in a file may look like: decimal or scientific, ASCII digits only
+_DECIMAL = re.compile(
+    r"\s*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)\s*\Z",
+    re.ASCII | re.IGNORECASE,
+)
+
+
 def _number(path, line, field, raw) -> float:
     if raw is None or (isinstance(raw, str) and raw.strip() == ""):
         raise StatsError(f"{where(path, line, field)}: missing value")
     if isinstance(raw, bool):
         raise StatsError(f"{where(path, line, field)}: {raw!r} is not a number")
+    if isinstance(raw, str) and not _DECIMAL.match(raw):  # float() also takes 0.5_0, ٣
+        raise StatsError(
+            f"{where(path, line, field)}: {_short(raw)} is not a number "
+            "(plain decimal or scientific notation, e.g. 0.25 or 2.5e-1)"
+        )
     try:
         v = float(raw)
     except (TypeError, ValueError, OverflowError):
