@@ -35,6 +35,7 @@ TABLE_COLUMNS = (
     "all_correct",
     "all_wrong",
     "max_rollouts",
+    "gen_seconds",
     "seconds",
 )
 

@@ -58,6 +58,7 @@ _MODEL_OPTIONS = (
     ("--transfer", "transfer", float, "share of each gain spread over the prompt's cluster"),
     ("--clusters", "clusters", int, "number of clusters for --transfer"),
     ("--p-clip", "p_clip", float, "clip --init rates to [c, 1 - c]"),
+    ("--capacity", "capacity", int, "GPU engine slots for gen_seconds (default: the whole step)"),
 )
 
 
