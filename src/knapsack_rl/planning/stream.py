@@ -74,6 +74,7 @@ class StreamPlanner(StepPlanner):
     ) -> None:
         super().__init__(
             tracker,
+            pilot=pilot,
             min_rollouts=min_rollouts,
             max_rollouts=max_rollouts,
             value=value,
@@ -83,10 +84,7 @@ class StreamPlanner(StepPlanner):
             isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
         ):
             raise ValueError(f"concurrency must be an integer >= 1 or None, got {concurrency!r}")
-        if isinstance(pilot, bool) or not isinstance(pilot, int) or pilot < 1:
-            raise ValueError(f"pilot must be an integer >= 1, got {pilot!r}")
         self.concurrency = concurrency
-        self.pilot = pilot
         self.commit = finite_fraction(commit, "commit")
 
     # ------------------------------------------------------------------ a step
