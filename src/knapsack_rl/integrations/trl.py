@@ -700,8 +700,29 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
         acc = self.accelerator
-        nproc, rank, n_local = acc.num_processes, acc.process_index, len(inputs)
-        rows = gather_object(list(inputs)) if nproc > 1 else list(inputs)
+        rank, n_local = acc.process_index, len(inputs)
+        rows = gather_object(list(inputs)) if acc.num_processes > 1 else list(inputs)
+        prompt_ids, k = self._step_prompts(rows)
+        rollouts, group, pilot = self._plan_step(rows, prompt_ids, k)
+        start = rank * n_local
+        local = [dict(rows[int(g) * k]) for g in group[start : start + n_local]]
+
+        self._knapsack_rewards = None
+        try:
+            output = super()._generate_and_score_completions(local)
+        finally:
+            self._pilot = None
+        rpf = self._knapsack_rewards
+        adv = self._advantages(rpf, group, rollouts)
+        output["advantages"] = adv[start : start + n_local].to(output["advantages"])
+        self._logs["advantages"].clear()
+        self._logs["advantages"].extend(adv.tolist())
+        self._observe(rpf, prompt_ids, group, rollouts, pilot)
+        return output
+
+    def _step_prompts(self, rows: list) -> tuple[list, int]:
+        """The generation batch's prompt ids (one per prompt) and rows per prompt; checks
+        that the rows are ``k`` consecutive copies of each prompt (TRL's RepeatSampler)."""
         k = len(rows) // self.args.step_prompts
         if len(rows) % self.args.step_prompts:
             raise RuntimeError(
@@ -717,9 +738,15 @@ class KnapsackGRPOTrainer(GRPOTrainer):
                     "prompt; KnapsackGRPOTrainer needs TRL's RepeatSampler order (custom samplers or "
                     "datasets that change rows between processes are not supported)"
                 )
-        in_rounds = self.planner is not None and self.planner.rounds >= 2
-        pilot = None
-        if in_rounds:
+        return prompt_ids, k
+
+    def _plan_step(self, rows: list, prompt_ids: list, k: int):
+        """The step's allocation: ``(rollouts, group, pilot)``: rollouts per prompt (M,),
+        the prompt of each gathered row (N,), and the pilot's counts (rounds=2) or None.
+        The same on every process."""
+        acc = self.accelerator
+        nproc = acc.num_processes
+        if self.planner is not None and self.planner.rounds >= 2:
             t0 = time.perf_counter()
             pilot, rest = self._pilot_round(rows, prompt_ids, k)
             seconds = time.perf_counter() - t0  # the pilot's generation, scoring and planning
@@ -736,6 +763,7 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             if acc.is_main_process:
                 self.last_allocation = self._rounds_allocation(rollouts, seconds)
         else:
+            pilot = None
             payload = [None]
             # rounds=1: the prior columns, and the budget of the oversampled prompts
             kw = {} if self.planner is None else {"rows": rows[::k], "budget": len(rows)}
@@ -750,15 +778,10 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             group = np.repeat(np.arange(len(prompt_ids)), rollouts)
         if int(rollouts.sum()) != len(rows) or len(group) != len(rows):
             raise RuntimeError(f"allocation spends {rollouts.sum()} rollouts, expected {len(rows)}")
-        start = rank * n_local
-        local = [dict(rows[int(g) * k]) for g in group[start : start + n_local]]
+        return rollouts, group, pilot
 
-        self._knapsack_rewards = None
-        try:
-            output = super()._generate_and_score_completions(local)
-        finally:
-            self._pilot = None
-        rpf = self._knapsack_rewards
+    def _advantages(self, rpf: torch.Tensor, group: np.ndarray, rollouts: np.ndarray):
+        """(N,) advantages over each prompt's whole group, in the gathered row order."""
         order = np.argsort(group, kind="stable")  # groups consecutive, as grouped_advantages needs
         adv_sorted = grouped_advantages(
             rpf[torch.as_tensor(order, device=rpf.device)],
@@ -771,11 +794,11 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         )
         adv = torch.empty_like(adv_sorted)
         adv[torch.as_tensor(order, device=adv.device)] = adv_sorted
-        output["advantages"] = adv[start : start + n_local].to(output["advantages"])
-        self._logs["advantages"].clear()
-        self._logs["advantages"].extend(adv.tolist())
+        return adv
 
-        # tracker update and metrics, on the gathered rewards (identical on every process)
+    def _observe(self, rpf, prompt_ids: list, group, rollouts, pilot) -> None:
+        """Tracker update, metrics and the allocation record, on the gathered rewards
+        (identical on every process)."""
         r = self._success_rewards(rpf)
         ok = np.isfinite(r)
         m = len(prompt_ids)
@@ -783,8 +806,8 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         won[ok] = binarize_rewards(r[ok], self.tracker.threshold)
         successes = np.bincount(group[ok], weights=won[ok], minlength=m)
         pilot_successes = None
-        if in_rounds:
-            pilot_rows = _pilot_mask(pilot, rollouts, nproc)
+        if pilot is not None:
+            pilot_rows = _pilot_mask(pilot, rollouts, self.accelerator.num_processes)
             in_pilot = ok & pilot_rows
             pilot_successes = np.bincount(group[in_pilot], weights=won[in_pilot], minlength=m)
             ok &= ~pilot_rows  # the planner recorded the pilot in round 1
@@ -805,7 +828,7 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         for key, value in allocation_stats(rollouts).items():
             if key.startswith("rollouts_per_prompt/"):
                 metrics[key].append(value)
-        if in_rounds:
+        if pilot is not None:
             a, b = self.planner.prior_a, self.planner.prior_b
             for key, value in {
                 **pilot_stats(pilot, pilot_successes, rollouts),
@@ -822,7 +845,6 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             a, b = self.planner.prior_a, self.planner.prior_b
             record["prior_mean"] = np.round(a / (a + b), 4)
         self.allocation_history.append(record)
-        return output
 
     # ---------------------------------------------------------- checkpoints
     def _save_checkpoint(self, model, trial):
