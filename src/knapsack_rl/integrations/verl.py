@@ -217,6 +217,26 @@ def check_config(config) -> KnapsackVerlConfig:
     if kcfg.tracker_kwargs is None:
         kcfg.tracker_kwargs = {}
 
+    problems += _setting_problems(kcfg)
+    problems += _engine_problems(config)
+    n = int(config.actor_rollout_ref.rollout.n)
+    problems += _budget_problems(kcfg, n)
+    if kcfg.method == "rounds" and not problems:
+        problems += _rounds_problems(config, kcfg, n)
+    elif kcfg.method != "rounds":
+        for name in ("prior_group_column", "pass_rate_column", "prior_tracker"):
+            if getattr(kcfg, name) is not None:
+                problems.append(f"knapsack.{name} is only used by knapsack.method=rounds")
+    if problems:
+        raise KnapsackConfigError(
+            "knapsack-rl cannot start verl with these settings:\n  - " + "\n  - ".join(problems)
+        )
+    return kcfg
+
+
+def _setting_problems(kcfg: KnapsackVerlConfig) -> list[str]:
+    """Problems with the ``knapsack`` settings themselves."""
+    problems: list[str] = []
     if kcfg.method not in (*METHODS, "rounds"):
         problems.append(
             f"knapsack.method: unknown {kcfg.method!r}; expected one of {', '.join(METHODS)}, rounds"
@@ -237,6 +257,12 @@ def check_config(config) -> KnapsackVerlConfig:
     if not kcfg.prompt_id_key:
         problems.append("knapsack.prompt_id_key must name a dataset column (or 'index')")
 
+    return problems
+
+
+def _engine_problems(config) -> list[str]:
+    """verl settings that per-prompt budgets cannot run under."""
+    problems: list[str] = []
     trainer = config.trainer
     if not trainer.get("use_v1", False):
         problems.append(
@@ -274,7 +300,12 @@ def check_config(config) -> KnapsackVerlConfig:
             f"and accepts groups of any size ({', '.join(ADV_ESTIMATORS)})"
         )
 
-    n = int(config.actor_rollout_ref.rollout.n)
+    return problems
+
+
+def _budget_problems(kcfg: KnapsackVerlConfig, n: int) -> list[str]:
+    """Whether ``rollout.n`` per prompt fits ``[min_rollouts, max_rollouts]``."""
+    problems: list[str] = []
     lo, hi = kcfg.min_rollouts, kcfg.max_rollouts
     if not isinstance(lo, int) or lo < 2:
         problems.append(
@@ -294,17 +325,7 @@ def check_config(config) -> KnapsackVerlConfig:
             f"budget cannot be met: rollout.n={n} > knapsack.max_rollouts={hi}, so "
             f"train_batch_size * {n} rollouts cannot be spread over the batch; raise max_rollouts"
         )
-    if kcfg.method == "rounds" and not problems:
-        problems += _rounds_problems(config, kcfg, n)
-    elif kcfg.method != "rounds":
-        for name in ("prior_group_column", "pass_rate_column", "prior_tracker"):
-            if getattr(kcfg, name) is not None:
-                problems.append(f"knapsack.{name} is only used by knapsack.method=rounds")
-    if problems:
-        raise KnapsackConfigError(
-            "knapsack-rl cannot start verl with these settings:\n  - " + "\n  - ".join(problems)
-        )
-    return kcfg
+    return problems
 
 
 def _rounds_problems(config, kcfg: KnapsackVerlConfig, n: int) -> list[str]:
