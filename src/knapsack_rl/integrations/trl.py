@@ -64,14 +64,13 @@ from knapsack_rl.metrics import (
     tie_break_stats,
 )
 from knapsack_rl.planning.rounds import RoundPlanner
+from knapsack_rl.planning.session import AllocationConfig
 from knapsack_rl.tracking import (
     TRACKERS,
     Tracker,
     binarize_rewards,
     load_tracker,
-    make_tracker,
 )
-from knapsack_rl.tracking.priors import PriorModel
 
 SUPPORTED_TRL = (">=1.16", "<1.17")
 """The TRL release line this module was written against and tested with."""
@@ -337,19 +336,30 @@ class KnapsackGRPOConfig(GRPOConfig):
         m = self.generation_batch_size // self.rollouts_per_prompt
         return m * self.oversample if self.allocation_method == "rounds" else m
 
+    @property
+    def allocation(self) -> AllocationConfig:
+        """These settings as the engine-agnostic :class:`AllocationConfig` (the same layer
+        the reference trainer and verl use)."""
+        return AllocationConfig(
+            method=self.allocation_method,
+            tracker=self.tracker,
+            tracker_kwargs=dict(self.tracker_kwargs or {}),
+            allocator_kwargs=dict(self.allocator_kwargs or {}),
+            value=self.value,
+            rounds=self.rounds,
+            pilot=self.pilot,
+            oversample=self.oversample,
+            prior_half_life=self.prior_half_life,
+            rollouts_per_prompt=self.rollouts_per_prompt,
+            min_rollouts=self.min_rollouts,
+            max_rollouts=self.max_rollouts,
+            success_threshold=self.success_threshold,
+        )
+
     def make_allocator(self) -> Allocator:
         """The :class:`knapsack_rl.Allocator` these settings describe."""
-        kwargs = dict(self.allocator_kwargs or {})
-        if kwargs.get("prior") is not None:
-            kwargs["prior"] = tuple(kwargs["prior"])
         try:
-            return Allocator(
-                method="knapsack" if self.allocation_method == "rounds" else self.allocation_method,
-                min_rollouts=self.min_rollouts,
-                max_rollouts=self.max_rollouts,
-                rollouts_per_prompt=self.rollouts_per_prompt,
-                **kwargs,
-            )
+            return self.allocation.make_allocator()
         except TypeError as e:
             raise ValueError(f"allocator_kwargs: {e}") from None
 
@@ -357,23 +367,12 @@ class KnapsackGRPOConfig(GRPOConfig):
         """The :class:`knapsack_rl.RoundPlanner` of ``rounds`` (None otherwise)."""
         if self.allocation_method != "rounds":
             return None
-        return RoundPlanner(
-            tracker,
-            rounds=self.rounds,
-            pilot=self.pilot,
-            min_rollouts=self.min_rollouts,
-            max_rollouts=self.max_rollouts,
-            value=self.value,
-            priors=PriorModel(half_life=self.prior_half_life),
-        )
+        return self.allocation.make_planner(tracker)
 
     def make_tracker(self) -> Tracker:
         """A fresh tracker of kind ``tracker`` (threshold: ``success_threshold``)."""
-        kwargs = {"threshold": self.success_threshold, **(self.tracker_kwargs or {})}
-        if self.tracker == "beta" and kwargs.get("prior") is not None:
-            kwargs["prior"] = tuple(kwargs["prior"])
         try:
-            return make_tracker(self.tracker, **kwargs)
+            return self.allocation.make_tracker()
         except TypeError as e:
             raise ValueError(f"tracker_kwargs for tracker {self.tracker!r}: {e}") from None
 

@@ -70,9 +70,8 @@ from knapsack_rl.metrics import (
     tie_break_stats,
 )
 from knapsack_rl.planning.base import positions
-from knapsack_rl.planning.rounds import RoundPlanner
+from knapsack_rl.planning.session import AllocationConfig
 from knapsack_rl.tracking import TRACKERS, Tracker, load_tracker, make_tracker
-from knapsack_rl.tracking.priors import PriorModel
 
 
 def _allocate(allocator: Allocator, tracker: Tracker, ids: list, budget: int):
@@ -191,6 +190,25 @@ class KnapsackVerlConfig:
     max_rollouts: int = 128
     prompt_id_key: str = "index"
     success_threshold: float = 0.5
+
+    def allocation(self, rollout_n: int) -> AllocationConfig:
+        """These settings as the engine-agnostic :class:`AllocationConfig` (the same layer
+        the reference trainer and TRL use); ``rollout_n``: verl's ``rollout.n``."""
+        return AllocationConfig(
+            method=self.method,
+            tracker=self.tracker,
+            tracker_kwargs=dict(self.tracker_kwargs or {}),
+            value=self.value,
+            rounds=self.rounds,
+            pilot=self.pilot,
+            oversample=self.oversample,
+            prior_half_life=float(self.prior_half_life),
+            prior_tracker=self.prior_tracker,
+            rollouts_per_prompt=int(rollout_n),
+            min_rollouts=self.min_rollouts,
+            max_rollouts=self.max_rollouts,
+            success_threshold=self.success_threshold,
+        )
 
 
 def _knapsack_node(config) -> dict:
@@ -486,30 +504,11 @@ class KnapsackState:
     def __init__(self, kcfg: KnapsackVerlConfig, rollout_n: int) -> None:
         self.kcfg = kcfg
         self.rollout_n = int(rollout_n)
-        self.allocator = Allocator(
-            method="knapsack" if kcfg.method == "rounds" else kcfg.method,
-            min_rollouts=kcfg.min_rollouts,
-            max_rollouts=kcfg.max_rollouts,
-            rollouts_per_prompt=self.rollout_n,
-        )
-        self.tracker: Tracker = make_tracker(
-            kcfg.tracker, threshold=kcfg.success_threshold, **kcfg.tracker_kwargs
-        )
-        self.planner = None
-        self.oversample = 1
-        if kcfg.method == "rounds":
-            self.planner = RoundPlanner(
-                self.tracker,
-                rounds=kcfg.rounds,
-                pilot=kcfg.pilot,
-                min_rollouts=kcfg.min_rollouts,
-                max_rollouts=kcfg.max_rollouts,
-                value=kcfg.value,
-                priors=PriorModel(half_life=float(kcfg.prior_half_life)),
-            )
-            if kcfg.prior_tracker is not None:
-                self.planner.priors.set_offline_from_tracker(load_tracker(kcfg.prior_tracker))
-            self.oversample = int(kcfg.oversample)
+        alloc = kcfg.allocation(self.rollout_n)
+        self.allocator = alloc.make_allocator()
+        self.tracker: Tracker = alloc.make_tracker()
+        self.planner = alloc.make_planner(self.tracker) if kcfg.method == "rounds" else None
+        self.oversample = int(kcfg.oversample) if self.planner is not None else 1
         self._uid_pid: dict[str, Any] = {}
         self._uid_pos: dict[str, int] = {}
         self._pilot: np.ndarray | None = None  # rounds=2: the pilot's planned counts
