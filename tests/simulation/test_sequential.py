@@ -76,7 +76,7 @@ def test_registered_by_name():
         assert s.name == name
         assert s.fixed_budget
     assert {"rounds", "pilot-commit", "reinforce-ada"} <= set(NAMES)
-    assert {"rounds-paper", "rounds-grpo", "stream"} <= set(NAMES)
+    assert {"rounds-paper", "rounds-grpo", "stream", "stream-paper", "stream-grpo"} <= set(NAMES)
     assert make_strategy("rounds").value == ROUNDS_DEFAULT_VALUE
     assert make_strategy("rounds-paper", pilot=3).pilot == 3
     with pytest.raises(ValueError, match="'coba' was removed in 0.2.0"):

@@ -12,7 +12,8 @@ prompt's trained group is every rollout it got in the step, all rounds together
   rollouts per prompt, then the rest of the budget split by
   :func:`knapsack_rl.allocate_round` (exact, on the Beta posterior of each prompt
   given the tracker's prior and the pilot's draws) under the chosen value model.
-- ``stream``: a :class:`~knapsack_rl.StreamPlanner` on the same prompts and value:
+- ``stream`` (``stream-paper``, ``stream-grpo``): a :class:`~knapsack_rl.StreamPlanner`
+  on the same prompts and value:
   the pilots, then the rest planned as completions return on the modelled engine
   (simulation/gentime.py), without a barrier.
 - ``pilot-commit`` (Pilot-Commit, arXiv 2605.26606): a pilot of ``pilot``
@@ -366,6 +367,12 @@ SEQUENTIAL_STRATEGIES = {
     "rounds": _variant(RoundsStrategy, "Rounds", name="rounds"),
     **{f"rounds-{v}": _variant(RoundsStrategy, f"Rounds{v.capitalize()}", value=v) for v in VALUES},
     "stream": StreamStrategy,
+    **{
+        f"stream-{v}": _variant(
+            StreamStrategy, f"Stream{v.capitalize()}", value=v, name=f"stream-{v}"
+        )
+        for v in VALUES
+    },
     "pilot-commit": PilotCommitStrategy,
     "reinforce-ada": ReinforceAdaStrategy,
     "reinforce-ada-balance": _variant(
