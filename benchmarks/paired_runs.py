@@ -1,8 +1,10 @@
 """Paired held-out differences of trainer runs against uniform, from their run folders.
 
     python benchmarks/paired_runs.py runs/stream_a runs/stream_b --method stream
+    python benchmarks/paired_runs.py runs/stream_a runs/rounds_a --method stream --baseline rounds
 
-Each ``DIR/seedS/runs/METHOD/eval.jsonl`` is read. Reported per seed: the final
+Each ``DIR/seedS/runs/METHOD/eval.jsonl`` is read; runs of one seed are paired across
+the folders (a seed's warm-start is the same in each). Reported per seed: the final
 ``avg@8`` and the late one (mean of the last three evaluations) of ``METHOD`` minus
 uniform's, and the mean ``time/gpu_generate`` ratio (modelled GPU generation seconds
 per step, from ``metrics.jsonl``); then means with their standard error over seeds.
@@ -25,35 +27,35 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dirs", nargs="+")
     ap.add_argument("--method", default="stream")
+    ap.add_argument("--baseline", default="uniform")
     ap.add_argument("--metric", default="avg@8")
     args = ap.parse_args()
-    out = []
+    found: dict[int, dict[str, Path]] = {}
     for d in args.dirs:
-        for seed in sorted(Path(d).glob("seed*"), key=lambda p: int(p.name[4:])):
-            runs = {m: seed / "runs" / m for m in ("uniform", args.method)}
-            if not all((r / "eval.jsonl").exists() for r in runs.values()):
-                continue
-            ev = {m: _rows(r / "eval.jsonl") for m, r in runs.items()}
-            if ev["uniform"][-1]["step"] != ev[args.method][-1]["step"]:
-                continue  # still running
-            final = ev[args.method][-1][args.metric] - ev["uniform"][-1][args.metric]
-            late = np.mean([e[args.metric] for e in ev[args.method][-3:]]) - np.mean(
-                [e[args.metric] for e in ev["uniform"][-3:]]
-            )
-            gpu = {
-                m: np.mean([x["time/gpu_generate"] for x in _rows(r / "metrics.jsonl")])
-                for m, r in runs.items()
-            }
-            out.append(
-                (
-                    seed.name,
-                    ev["uniform"][-1][args.metric],
-                    final,
-                    late,
-                    gpu[args.method] / gpu["uniform"],
-                )
-            )
-    print("| seed | uniform final | final diff | late diff | GPU generate ratio |")
+        for run in Path(d).glob("seed*/runs/*"):
+            if (run / "eval.jsonl").exists():
+                found.setdefault(int(run.parent.parent.name[4:]), {})[run.name] = run
+    out = []
+    base = args.baseline
+    for seed in sorted(found):
+        runs = {"base": found[seed].get(base), "new": found[seed].get(args.method)}
+        if None in runs.values():
+            continue
+        ev = {m: _rows(r / "eval.jsonl") for m, r in runs.items()}
+        if ev["base"][-1]["step"] != ev["new"][-1]["step"]:
+            continue  # still running
+        final = ev["new"][-1][args.metric] - ev["base"][-1][args.metric]
+        late = np.mean([e[args.metric] for e in ev["new"][-3:]]) - np.mean(
+            [e[args.metric] for e in ev["base"][-3:]]
+        )
+        gpu = {
+            m: np.mean([x["time/gpu_generate"] for x in _rows(r / "metrics.jsonl")])
+            for m, r in runs.items()
+        }
+        out.append(
+            (f"seed{seed}", ev["base"][-1][args.metric], final, late, gpu["new"] / gpu["base"])
+        )
+    print(f"| seed | {base} final | {args.method} - {base} (final) | (late) | GPU generate ratio |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, u, f, lt, g in out:
         print(f"| {name} | {u:.4f} | {f:+.4f} | {lt:+.4f} | {g:.3f} |")
