@@ -11,7 +11,8 @@ rollout's duration comes from the generation-time model (``simulation/gentime.py
 lognormal lengths, longer when failed, a per-prompt length, capped at 8192 tokens,
 20 ms per token). A barrier method's step time is the sum over its generation calls
 of each call's FIFO makespan on ``capacity`` slots; ``stream`` runs on the same engine
-and its makespan is the time of its last completion. Each seed runs ``steps`` steps
+and its makespan is the time of its last completion; with ``concurrency`` set to the
+engine's slots it also fills every free slot at once (work-conserving). Each seed runs ``steps`` steps
 over a pool of 16384 prompts with one tracker, so later steps plan from history.
 Reported: mean seconds per step, and each method's ratio to uniform paired by seed
 and step (mean +- standard error). ``--write`` saves ``benchmarks/RESULTS_gentime.md``.
@@ -44,11 +45,14 @@ METHODS = {
     "rounds (2 barriers)": dict(method="rounds"),
     "stream (commit 0.5, default)": dict(method="stream"),
     "stream (commit 0.1)": dict(method="stream", commit=0.1),
+    "stream (concurrency = capacity)": dict(method="stream", concurrency="capacity"),
 }
 
 
 def run_method(spec: dict, seed: int, steps: int, capacity: int | None) -> list[float]:
     """Seconds per step of one method and seed."""
+    if spec.get("concurrency") == "capacity":
+        spec = {**spec, "concurrency": capacity}
     cfg = AllocationConfig(rollouts_per_prompt=N, **spec).validate()
     rng = np.random.default_rng(seed)
     p = 1.0 / (1.0 + np.exp(-rng.normal(-1.0, 4.25, POOL)))
@@ -105,6 +109,7 @@ def main() -> None:
         times = {
             name: np.array([run_method(spec, s, args.steps, capacity) for s in range(args.seeds)])
             for name, spec in METHODS.items()
+            if capacity is not None or spec.get("concurrency") != "capacity"
         }
         base = times["uniform"]
         for name, t in times.items():

@@ -53,7 +53,7 @@ def test_tiny_demo_writes_report(tmp_path, capsys):
     assert rows[0]["rollouts"] == rows[1]["rollouts"] == rows[2]["rollouts"] == 3 * 4 * 8
     assert "rounds" in res["table"] and "diff_vs_uniform" in res["table"]
     # the summary reports what the runs logged: means over seeds, differences paired by seed
-    final, late = {}, {}
+    final, late, gpu = {}, {}, {}
     for seed in (0, 1):
         for m in ("uniform", "knapsack", "rounds"):
             run = out / f"seed{seed}" / "runs" / m
@@ -61,6 +61,7 @@ def test_tiny_demo_writes_report(tmp_path, capsys):
             final[seed, m] = ev[-1]["avg@8"]
             late[seed, m] = sum(e["avg@8"] for e in ev[-3:]) / len(ev[-3:])
             mt = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+            gpu[seed, m] = sum(x["time/gpu_generate"] for x in mt) / len(mt)
             assert sum(x["rollouts"] for x in mt) == 3 * 4 * 8
             if m == "rounds":
                 assert all(x["rounds"] == 2 for x in mt)
@@ -73,6 +74,8 @@ def test_tiny_demo_writes_report(tmp_path, capsys):
             assert row["diff_se"] == pytest.approx(abs(d[0] - d[1]) / 2)
             dl = [late[s, m] - late[s, "uniform"] for s in (0, 1)]
             assert row["late_diff_vs_uniform"] == pytest.approx(sum(dl) / 2)
+            g = [gpu[s, m] / gpu[s, "uniform"] for s in (0, 1)]
+            assert row["gpu_generate_vs_uniform"] == pytest.approx(sum(g) / 2)
     assert len(res["summary"]["per_seed"]) == 6
     html = (out / "index.html").read_text()
     assert "paired_differences.png" in html and "Per seed" in html

@@ -264,6 +264,10 @@ def summarise(runs: dict[int, dict[str, dict]]) -> dict:
                 "rollouts": rollouts,
                 "reach_ratio": None if reach is None else reach / max(rollouts, 1),
                 "sec_per_1k_rollouts": 1000 * sum(x["time/step"] for x in mt) / max(rollouts, 1),
+                # modelled GPU generation seconds per step (simulation/gentime.py)
+                "gpu_s_per_step": float(
+                    np.mean([x.get("time/gpu_generate", np.nan) for x in mt]) if mt else np.nan
+                ),
                 "max_group": int(max(x["rollouts_per_prompt/max"] for x in mt)) if mt else 0,
             }
             by_method[m].append(row)
@@ -299,6 +303,8 @@ def summarise(runs: dict[int, dict[str, dict]]) -> dict:
             )
             w = [a["sec_per_1k_rollouts"] / b["sec_per_1k_rollouts"] for a, b in zip(rs, uni)]
             row["wall_per_rollout_vs_uniform"] = float(np.mean(w))
+            g = [a["gpu_s_per_step"] / b["gpu_s_per_step"] for a, b in zip(rs, uni)]
+            row["gpu_generate_vs_uniform"] = float(np.mean(g))
         row["sec_per_1k_rollouts"] = float(np.mean([r["sec_per_1k_rollouts"] for r in rs]))
         rows.append(row)
     cols = list(dict.fromkeys(k for r in rows for k in r))
