@@ -181,7 +181,10 @@ def write_report(
             "mean_p, solved (p > 0.5), all_correct and all_wrong (expected, at N = "
             f"{c.rollouts_per_prompt}) are over the whole dataset at the end. Initially: "
             + ", ".join(f"{k} {v:.3f}" for k, v in result.initial.items())
-            + ".",
+            + ". gen_seconds: modelled GPU generation seconds per step on an engine of "
+            + (f"{c.capacity} slots" if c.capacity else "one slot per rollout of the step")
+            + " (heavy-tailed completion lengths; each generation barrier waits for its "
+            "longest completion; a model, compare ratios).",
         )
     )
     if plots:
