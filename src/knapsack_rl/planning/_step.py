@@ -103,9 +103,13 @@ class StepPlanner:
     def _positions(self, index, what: str) -> tuple[np.ndarray, np.ndarray]:
         """``index`` as int64 positions of the open step, and the count per prompt; each
         must have that many rollouts pending."""
-        if not self._open:
-            raise ValueError(f"{what}: the step is finished (call start first)")
         idx = np.asarray(index).reshape(-1)
+        if not self._open:
+            shown = idx[:3].tolist() if idx.size else "none"
+            raise ValueError(
+                f"{what}: {idx.size} result(s) for prompt position(s) {shown} after the step "
+                "was finished (call start first); nothing was recorded"
+            )
         m = len(self._ids)
         if idx.size and (
             not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 or idx.max() >= m
