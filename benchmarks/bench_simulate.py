@@ -38,10 +38,9 @@ from knapsack_rl.tracking import Tracker  # noqa: E402
 #: Sequential strategies (simulation/sequential.py), run next to the default ones.
 SEQUENTIAL = (
     "rounds-paper",
-    "rounds-informative",
-    "rounds-size",
-    "rounds-coba",
     "rounds-grpo",
+    "stream-paper",
+    "stream-grpo",
     "pilot-commit",
     "reinforce-ada",
     "reinforce-ada-balance",

@@ -30,11 +30,12 @@ import numpy as np
 #: the first selection's rounds settings (before ``oversample``): a pilot of 4 on the step's 32 prompts
 _R1 = {"method": "rounds", "pilot": 4, "oversample": 1}
 #: name -> (settings of the run, size weight of ``grpo``)
+#: (rounds-size, rounds-size-3r, rounds-coba-ov2 and rounds-grpo-ov2-auto were run too; their
+#: value models and discount="auto" were removed in 0.2.0, their results stay in
+#: RESULTS_select.md)
 VARIANTS: dict[str, tuple[dict, float | None]] = {
     "uniform": ({"method": "uniform"}, None),
     # first selection: the value model, on the step's own prompts
-    "rounds-size": ({**_R1, "value": "size"}, None),
-    "rounds-size-3r": ({**_R1, "value": "size", "rounds": 3}, None),
     "rounds-paper": ({**_R1, "value": "paper"}, None),
     "rounds-paper-3r": ({**_R1, "value": "paper", "rounds": 3}, None),
     "rounds-grpo-0": ({**_R1, "value": "grpo"}, 0.0),
@@ -58,15 +59,8 @@ VARIANTS: dict[str, tuple[dict, float | None]] = {
         10.0,
     ),
     "rounds-grpo-ov3": ({"method": "rounds", "value": "grpo", "pilot": 2, "oversample": 3}, 10.0),
-    # after the pick, for information: the simulator's best value, with the same settings
-    "rounds-coba-ov2": ({"method": "rounds", "value": "coba", "pilot": 2, "oversample": 2}, None),
     # after the SmolLM2 runs, for information: a smaller size credit (BENCHMARKS.md)
     "rounds-grpo-1-ov2": ({"method": "rounds", "value": "grpo", "pilot": 2, "oversample": 2}, 1.0),
-    # after the SmolLM2 prior diagnostics: the beta tracker's forgetting factor chosen online
-    "rounds-grpo-ov2-auto": (
-        {"method": "rounds", "value": "grpo", "pilot": 2, "oversample": 2, "discount": "auto"},
-        10.0,
-    ),
 }
 LAST = 3
 

@@ -113,3 +113,15 @@ def test_planner_save_and_load_round_trip(tmp_path):
     assert q.load(path)
     assert q.step == 1 and q.state_dict() == p.state_dict()
     assert not list(tmp_path.glob("*.tmp*"))  # written atomically, no temp file left
+
+
+def test_old_import_path_warns_with_its_removal_version():
+    import importlib
+    import sys
+
+    sys.modules.pop("knapsack_rl.tracking.planner", None)
+    with pytest.warns(DeprecationWarning, match="removed in 0.3.0; use knapsack_rl.planning"):
+        mod = importlib.import_module("knapsack_rl.tracking.planner")
+    from knapsack_rl import RoundPlanner
+
+    assert mod.RoundPlanner is RoundPlanner

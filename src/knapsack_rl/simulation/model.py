@@ -170,33 +170,22 @@ class ModelConfig:
 #: and learning rate were chosen so that, under uniform allocation, around
 #: step 1000 about 40% of prompts are all-correct and 20% all-wrong at N = 8
 #: (see docs/simulation.md for the measured values). ``small``: a fast one for tests.
+_PAPER = dict(
+    prompts=17_000,
+    prompts_per_step=256,
+    rollouts_per_prompt=8,
+    min_rollouts=2,
+    max_rollouts=128,
+    init_mean=-1.0,
+    init_std=4.25,
+    lr=0.9,
+    size_exponent=0.0,
+    transfer=0.0,
+    clusters=100,
+)
 PRESETS: dict[str, dict] = {
-    "paper": dict(
-        prompts=17_000,
-        prompts_per_step=256,
-        rollouts_per_prompt=8,
-        min_rollouts=2,
-        max_rollouts=128,
-        init_mean=-1.0,
-        init_std=4.25,
-        lr=0.9,
-        size_exponent=0.0,
-        transfer=0.0,
-        clusters=100,
-    ),
-    "small": dict(
-        prompts=400,
-        prompts_per_step=32,
-        rollouts_per_prompt=8,
-        min_rollouts=2,
-        max_rollouts=64,
-        init_mean=-1.0,
-        init_std=4.25,
-        lr=0.9,
-        size_exponent=0.0,
-        transfer=0.0,
-        clusters=10,
-    ),
+    "paper": _PAPER,
+    "small": {**_PAPER, "prompts": 400, "prompts_per_step": 32, "max_rollouts": 64, "clusters": 10},
 }
 
 
