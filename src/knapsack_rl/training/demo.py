@@ -470,8 +470,10 @@ _SHORT = {  # report column -> heading
     "rollouts_to_uniform_final": "rollouts to uniform's final",
     "reach_ratio": "rollouts to uniform's final",
     "effective_gradient_ratio": "eff. grad. ratio",
-    "wall_per_rollout_vs_uniform": "wall/rollout vs uniform",
+    "wall_per_rollout_vs_uniform": "CPU wall/rollout vs uniform",
+    "gpu_generate_vs_uniform": "modelled GPU gen./step vs uniform",
     "sec_per_1k_rollouts": "s per 1k rollouts",
+    "gpu_s_per_step": "modelled GPU s/step",
 }
 
 
