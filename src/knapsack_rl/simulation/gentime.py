@@ -77,9 +77,14 @@ class GpuClock:
     def durations(self, prompt_ids: Sequence[Hashable], failed, step: int, call: int) -> np.ndarray:
         """Seconds (N,) each rollout of prompts ``prompt_ids`` (N,) would run; ``failed``
         (N,) bool; ``call`` numbers the generation calls within step ``step``."""
-        rng = np.random.default_rng([self.seed, 7_777, step, call])
         unit = np.array([_unit(self.seed, pid) for pid in prompt_ids], dtype=np.float64)
-        return self.lengths.sample(unit, failed, rng) * self.seconds_per_token
+        return self.durations_at(unit, failed, step, call)
+
+    def durations_at(self, units, failed, step: int, call: int) -> np.ndarray:
+        """:meth:`durations` for prompts given by their places ``units`` (N,) in (0, 1)
+        (:func:`prompt_units`), for callers that keep them."""
+        rng = np.random.default_rng([self.seed, 7_777, step, call])
+        return self.lengths.sample(units, failed, rng) * self.seconds_per_token
 
 
 def _unit(seed: int, pid: Hashable) -> float:

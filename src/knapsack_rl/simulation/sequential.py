@@ -55,9 +55,6 @@ __all__ = [
 ROUNDS_DEFAULT_VALUE = defaults.VALUE
 
 
-_spread = spread_evenly
-
-
 def _draw(env: Env, idx: np.ndarray, n: np.ndarray, k: np.ndarray, give: np.ndarray) -> None:
     """Roll out ``give[g]`` more times prompt ``idx[g]``; add to ``n`` and ``k`` in place."""
     sel = np.flatnonzero(give > 0)
@@ -67,8 +64,8 @@ def _draw(env: Env, idx: np.ndarray, n: np.ndarray, k: np.ndarray, give: np.ndar
 
 
 def _spread_rest(name: str, give: np.ndarray, room: np.ndarray, left: int) -> None:
-    """:func:`_spread` that must place everything (the step spends exactly B)."""
-    if _spread(give, room, left):
+    """:func:`spread_evenly` that must place everything (the step spends exactly B)."""
+    if spread_evenly(give, room, left):
         raise RuntimeError(f"{name}: the step's budget does not fit under max_rollouts")
 
 
@@ -284,7 +281,7 @@ class PilotCommitStrategy(Strategy):
         room = np.full(idx.size, c.max_rollouts, dtype=np.int64) - n
         if keep.size:
             sub = np.zeros(keep.size, dtype=np.int64)
-            left = _spread(sub, room[keep], left)
+            left = spread_evenly(sub, room[keep], left)
             give[keep] = sub
         _spread_rest(self.name, give, room, left)
         _draw(env, idx, n, k, give)
@@ -336,7 +333,7 @@ class ReinforceAdaStrategy(Strategy):
             give = np.minimum(self.round_size, c.max_rollouts - n[act])
             if int(give.sum()) > left:
                 trimmed = np.zeros_like(give)
-                _spread(trimmed, give, left)
+                spread_evenly(trimmed, give, left)
                 give = trimmed
             full = np.zeros(idx.size, dtype=np.int64)
             full[act] = give

@@ -142,9 +142,9 @@ class Env:
     def durations(self, prompts: np.ndarray, rewards: np.ndarray) -> np.ndarray:
         """Modelled seconds (N,) of rollouts of ``prompts`` (N,) with 0/1 ``rewards`` (N,)."""
         self._calls += 1
-        rng = np.random.default_rng([self.clock.seed, 7_777, self.step_index, self._calls])
-        tokens = self.clock.lengths.sample(self._unit[prompts], rewards <= 0, rng)
-        return tokens * self.clock.seconds_per_token
+        return self.clock.durations_at(
+            self._unit[prompts], rewards <= 0, self.step_index, self._calls
+        )
 
     def true_p(self, idx: np.ndarray) -> np.ndarray:
         """True success probabilities of ``idx`` (for oracle strategies and reports)."""
