@@ -1,4 +1,4 @@
-"""The ``knapsack-rl`` command: ``allocate``, ``simulate``, ``train``, ``demo``.
+"""The ``knapsack-rl`` command: ``allocate``, ``simulate``, ``train``, ``testtime``, ``demo``.
 
 Each subcommand lives with its module and is imported only when used, so
 ``knapsack-rl allocate`` never imports torch. Errors the user can fix print one
@@ -27,6 +27,11 @@ _SUBCOMMANDS = {
         "knapsack_rl.training.cli",
         "train_main",
         "GRPO training with per-prompt rollout budgets",
+    ),
+    "testtime": (
+        "knapsack_rl.testtime.cli",
+        "main",
+        "spend an evaluation's samples across questions (majority, coverage)",
     ),
     "demo": (
         "knapsack_rl.training.cli",

@@ -1,0 +1,177 @@
+"""Sampling rules side by side on one pool, at equal samples, over seeded replays.
+
+:func:`compare` runs every rule over the same replay orders and reports, per rule and
+setting, the accuracy (or coverage) and the samples it used. Rules without a budget
+(Adaptive-Consistency, ESC) are swept over their setting; ``knapsack`` is then run at exactly
+the samples each of their runs used, on the same order, so the difference is paired.
+Standard errors are over questions (the paired per-question differences, averaged over
+replays), which is the larger and honest source of noise for a fixed question set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from knapsack_rl.testtime.baselines import (
+    AdaptiveConsistency,
+    EarlyStoppingConsistency,
+    UniformPlanner,
+)
+from knapsack_rl.testtime.planner import TestTimePlanner
+from knapsack_rl.testtime.replay import Pool, replay
+
+__all__ = ["METHODS", "compare", "summarise"]
+
+#: rules :func:`compare` knows (Adaptive-Consistency and ESC only for ``majority``)
+METHODS = ("uniform", "adaptive-consistency", "esc", "knapsack")
+#: Adaptive-Consistency thresholds and ESC windows swept by default
+AC_THRESHOLDS = (0.8, 0.9, 0.95, 0.99)
+ESC_WINDOWS = (2, 3, 4, 5)
+
+
+def _mean_se(x: np.ndarray) -> tuple[float, float]:
+    """Mean over questions of ``x`` (replays x questions, averaged over replays first)."""
+    per_q = x.mean(axis=0)
+    se = float(per_q.std(ddof=1) / np.sqrt(per_q.size)) if per_q.size > 1 else 0.0
+    return float(per_q.mean()), se
+
+
+def compare(
+    pool: Pool,
+    objective: str = "majority",
+    budgets: Sequence[float] = (1, 2, 4, 8, 16),
+    replays: int = 20,
+    methods: Sequence[str] = METHODS,
+    max_samples: int = 64,
+    seed: int = 0,
+    reference: float = 16,
+    progress=None,
+) -> list[dict]:
+    """Rows of results (see the module docstring).
+
+    Args:
+        pool: the cached samples.
+        objective: ``majority``, ``coverage`` or ``best_of_n``.
+        budgets: samples per question for ``uniform`` and ``knapsack`` (may be fractional).
+        replays: seeded orders (seed, seed + 1, ...).
+        methods: a subset of :data:`METHODS`.
+        max_samples: the most samples per question for every rule.
+        reference: the uniform budget that the ``vs uniform`` columns compare with.
+        progress: called with a short message per finished rule, or None.
+
+    Each row has ``method``, ``setting``, ``samples`` (mean per question), ``accuracy`` and
+    ``se``; rows at equal samples to another rule also have ``vs``, ``diff`` and ``diff_se``.
+    """
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown method {bad[0]!r}; expected some of {', '.join(METHODS)}")
+    q = len(pool.ids)
+    seeds = [seed + r for r in range(replays)]
+    kw = {"max_samples": max_samples}
+
+    def run(make, budget: int):
+        res = [replay(make(), pool, budget, s) for s in seeds]
+        solved = np.stack([r.solved for r in res]).astype(np.float64)
+        samples = np.stack([r.samples for r in res])
+        return solved, samples, sum(r.planner_seconds for r in res)
+
+    def row(method, setting, solved, samples, secs, vs=None, base=None):
+        acc, se = _mean_se(solved)
+        out = {
+            "method": method,
+            "setting": setting,
+            "samples": float(samples.sum(axis=1).mean() / q),
+            "accuracy": acc,
+            "se": se,
+            "planner_ms_per_sample": 1e3 * secs / max(1, int(samples.sum())),
+        }
+        if base is not None:
+            d, dse = _mean_se(solved - base)
+            out.update(vs=vs, diff=d, diff_se=dse)
+        if progress:
+            progress(f"{method} {setting}: {out['samples']:.2f} samples, accuracy {acc:.4f}")
+        return out
+
+    rows: list[dict] = []
+    uniform: dict = {}
+    budgets = sorted({float(b) for b in budgets} | {float(reference)})
+    ours = lambda: TestTimePlanner(objective, **kw)  # noqa: E731
+    for b in budgets:
+        total = int(round(b * q))
+        if "uniform" in methods or b == reference:
+            solved, samples, secs = run(lambda: UniformPlanner(objective, **kw), total)
+            uniform[b] = solved
+            if "uniform" in methods:
+                rows.append(row("uniform", f"{b:g}/question", solved, samples, secs))
+    ref = uniform[float(reference)]
+    for b in budgets:
+        if "knapsack" in methods:
+            total = int(round(b * q))
+            solved, samples, secs = run(ours, total)
+            vs = f"uniform {reference:g}/question"
+            rows.append(row("knapsack", f"{b:g}/question", solved, samples, secs, vs, ref))
+    if objective != "majority":
+        return rows
+    sweeps = []
+    if "adaptive-consistency" in methods:
+        sweeps += [
+            ("adaptive-consistency", f"threshold {t:g}", lambda t=t: AdaptiveConsistency(t, **kw))
+            for t in AC_THRESHOLDS
+        ]
+    if "esc" in methods:
+        sweeps += [
+            ("esc", f"window {w}", lambda w=w: EarlyStoppingConsistency(w, **kw))
+            for w in ESC_WINDOWS
+        ]
+    for name, setting, make in sweeps:
+        res = [replay(make(), pool, max_samples * q, s) for s in seeds]
+        solved = np.stack([r.solved for r in res]).astype(np.float64)
+        samples = np.stack([r.samples for r in res])
+        secs = sum(r.planner_seconds for r in res)
+        rows.append(row(name, setting, solved, samples, secs))
+        if "knapsack" in methods:  # ours at exactly the samples of each of their runs
+            mine = [
+                replay(ours(), pool, int(max(n.sum(), q)), s)
+                for n, s in zip(samples, seeds, strict=True)
+            ]
+            m_solved = np.stack([r.solved for r in mine]).astype(np.float64)
+            m_samples = np.stack([r.samples for r in mine])
+            m_secs = sum(r.planner_seconds for r in mine)
+            rows.append(
+                row("knapsack", f"= {name} {setting}", m_solved, m_samples, m_secs, name, solved)
+            )
+    return rows
+
+
+def summarise(rows: list[dict], reference: float = 16) -> dict:
+    """The headline figures: uniform at ``reference``, and the fewest samples at which
+    ``knapsack`` is within one standard error of it."""
+    ref = next(
+        (r for r in rows if r["method"] == "uniform" and r["setting"] == f"{reference:g}/question"),
+        None,
+    )
+    out: dict = {}
+    if ref is None:
+        return out
+    out["uniform_reference"] = {
+        "samples": ref["samples"],
+        "accuracy": ref["accuracy"],
+        "se": ref["se"],
+    }
+    ok = [
+        r
+        for r in rows
+        if r["method"] == "knapsack"
+        and r["setting"].endswith("/question")
+        and r["accuracy"] >= ref["accuracy"] - ref["se"]
+    ]
+    if ok:
+        best = min(ok, key=lambda r: r["samples"])
+        out["knapsack_matches_at"] = {
+            "samples": best["samples"],
+            "share_of_reference": best["samples"] / ref["samples"],
+            "accuracy": best["accuracy"],
+        }
+    return out
