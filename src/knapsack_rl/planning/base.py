@@ -14,8 +14,10 @@ asked for 3 rollouts appears 3 times. ``record`` also takes arrays (a batch of
 completions at once). A planner never asks for more than ``budget`` rollouts.
 
 Planners: :class:`knapsack_rl.RoundPlanner` (rounds with barriers),
-:class:`knapsack_rl.StreamPlanner` (plans as completions return) and
-:class:`knapsack_rl.OneShotPlanner` (one allocation from the tracker's estimates).
+:class:`knapsack_rl.StreamPlanner` (plans as completions return),
+:class:`knapsack_rl.OneShotPlanner` (one allocation from the tracker's estimates) and,
+for evaluation, :class:`knapsack_rl.testtime.TestTimePlanner` (samples per question;
+its outcomes are answers, and ``finish`` returns the chosen ones).
 """
 
 from __future__ import annotations
