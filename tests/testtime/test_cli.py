@@ -4,7 +4,6 @@ import json
 import pytest
 
 from knapsack_rl.cli import main
-from tests.testtime.test_replay import write_pool
 
 
 def run(capsys, *argv):
@@ -13,7 +12,7 @@ def run(capsys, *argv):
     return code, cap.out, cap.err
 
 
-def test_replays_a_cache_and_writes_the_report(tmp_path, capsys):
+def test_replays_a_cache_and_writes_the_report(tmp_path, capsys, write_pool):
     cache = write_pool(tmp_path / "c.jsonl", per=24)
     out = tmp_path / "report"
     code, stdout, err = run(
@@ -47,20 +46,20 @@ def test_replays_a_cache_and_writes_the_report(tmp_path, capsys):
     "make, argv, match",
     [
         (
-            lambda p: p.write_text('{"id": "a", "answer": "1", "correct": tr'),
+            lambda p, w: p.write_text('{"id": "a", "answer": "1", "correct": tr'),
             [],
             "line 1: torn last line",
         ),
-        (lambda p: write_pool(p, per=8), [], "question 'q0' has 8 samples"),
-        (lambda p: write_pool(p), ["--methods", "uniform,vote"], "unknown rule 'vote'"),
-        (lambda p: write_pool(p), ["--budgets", "128"], "must be <= --max-samples"),
-        (lambda p: write_pool(p), ["--replays", "0"], "--replays must be >= 1"),
-        (lambda p: None, [], "no such file"),
+        (lambda p, w: w(p, per=8), [], "question 'q0' has 8 samples"),
+        (lambda p, w: w(p), ["--methods", "uniform,vote"], "unknown rule 'vote'"),
+        (lambda p, w: w(p), ["--budgets", "128"], "must be <= --max-samples"),
+        (lambda p, w: w(p), ["--replays", "0"], "--replays must be >= 1"),
+        (lambda p, w: None, [], "no such file"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, make, argv, match):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, write_pool, make, argv, match):
     cache = tmp_path / "c.jsonl"
-    make(cache)
+    make(cache, write_pool)
     code, _, err = run(capsys, "--cache", str(cache), "-o", str(tmp_path / "r"), *argv)
     assert code == 2
     last = err.strip().splitlines()[-1]

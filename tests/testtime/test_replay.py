@@ -1,5 +1,3 @@
-import json
-
 import numpy as np
 import pytest
 
@@ -16,21 +14,7 @@ from knapsack_rl.testtime import (
 from knapsack_rl.testtime.compare import summarise
 
 
-def write_pool(path, m=30, per=24, seed=0):
-    rng = np.random.default_rng(seed)
-    with open(path, "w") as fh:
-        for q in range(m):
-            p = rng.dirichlet(np.full(3, 0.7))
-            right = int(np.argmax(p)) if q % 3 else 2  # some questions' mode is wrong
-            for _ in range(per):
-                a = int(rng.choice(3, p=p))
-                row = {"id": f"q{q}", "answer": str(a), "correct": a == right}
-                row.update(score=float(rng.normal(a == right)), level=q % 2)
-                fh.write(json.dumps(row) + "\n")
-    return path
-
-
-def test_read_cache_groups_samples_by_question(tmp_path):
+def test_read_cache_groups_samples_by_question(tmp_path, write_pool):
     pool = read_cache(write_pool(tmp_path / "c.jsonl"))
     assert len(pool.ids) == 30 and pool.sizes.tolist() == [24] * 30
     assert set(pool.levels.tolist()) == {0, 1}
@@ -64,13 +48,13 @@ def test_read_cache_names_the_line(tmp_path, text, match):
         read_cache(path)
 
 
-def test_replay_refuses_a_pool_too_small(tmp_path):
+def test_replay_refuses_a_pool_too_small(tmp_path, write_pool):
     pool = read_cache(write_pool(tmp_path / "c.jsonl", per=8))
     with pytest.raises(ValueError, match="question 'q0' has 8 samples.*up to 64"):
         replay(TestTimePlanner(max_samples=64), pool, 60)
 
 
-def test_replay_is_paired_by_seed_and_spends_the_budget(tmp_path):
+def test_replay_is_paired_by_seed_and_spends_the_budget(tmp_path, write_pool):
     pool = read_cache(write_pool(tmp_path / "c.jsonl"))
     a = replay(TestTimePlanner(max_samples=24), pool, 150, seed=3)
     b = replay(TestTimePlanner(max_samples=24), pool, 150, seed=3)
@@ -93,7 +77,7 @@ def test_baselines_stop_by_their_rules():
     assert esc.finish() == ["y"]
 
 
-def test_compare_pairs_rules_at_equal_samples(tmp_path):
+def test_compare_pairs_rules_at_equal_samples(tmp_path, write_pool):
     pool = read_cache(write_pool(tmp_path / "c.jsonl"))
     rows = compare(pool, budgets=(2, 4), replays=2, max_samples=24, reference=4)
     methods = {(r["method"], r["setting"]) for r in rows}
