@@ -123,6 +123,9 @@ class FakeTQ:
     async def async_kv_put(self, key, partition_id, tag=None, **kw):
         self.tags.setdefault(key, {}).update(tag or {})
 
+    def kv_put(self, key, partition_id, tag=None, **kw):
+        self.tags.setdefault(key, {}).update(tag or {})
+
     async def async_kv_batch_put(self, keys, partition_id, fields=None, tags=None):
         self.kv_batch_put(keys, partition_id, tags=tags, fields=fields)
 
@@ -694,6 +697,13 @@ def rounds_trainer(kv, data_dir, tmp_path, monkeypatch):
     """A rounds=2 KnapsackPPOTrainer whose agent loop is verl's worker code run in-process
     through KnapsackAgentLoopWorker; the rollout server is a stub that writes each session's
     trajectory (reward by prompt index) into the in-memory TransferQueue."""
+    return _in_process_trainer(
+        kv, data_dir, tmp_path, monkeypatch, "knapsack.method=rounds", "knapsack.value=paper"
+    )
+
+
+def _in_process_trainer(kv, data_dir, tmp_path, monkeypatch, *overrides, fail_uid=None):
+    """See :func:`rounds_trainer`; ``fail_uid(uid, session) -> bool`` makes sessions fail."""
     import verl.trainer.ppo.v1.agent_loop_tq as alt
     import verl.trainer.ppo.v1.replay_buffer as rb
     import verl.trainer.ppo.v1.trainer_base as tb
@@ -710,6 +720,8 @@ def rounds_trainer(kv, data_dir, tmp_path, monkeypatch):
         uid, session = kw["uid"], int(kw["session_id"])
         assert kv.SESSION_OFFSET not in kw  # consumed by KnapsackAgentLoopWorker
         started.setdefault(uid, []).append(session)
+        if fail_uid is not None and fail_uid(uid, session):
+            raise RuntimeError("the engine lost this session")
         rate = RATE[int(kw["index"]) % 3]
         reward = float(rate == 1.0 or (rate == 0.5 and session % 2 == 0))
         await fake.async_kv_batch_put(
@@ -759,14 +771,7 @@ def rounds_trainer(kv, data_dir, tmp_path, monkeypatch):
 
             asyncio.run(go())
 
-    cfg = compose(
-        kv,
-        data_dir,
-        tmp_path / "ckpt",
-        "knapsack.method=rounds",
-        "knapsack.value=paper",
-        "actor_rollout_ref.rollout.n=8",
-    )
+    cfg = compose(kv, data_dir, tmp_path / "ckpt", *overrides, "actor_rollout_ref.rollout.n=8")
     t = kv.KnapsackPPOTrainer(cfg)
     t.tokenizer = t.processor = None
     t._init_dataloader()
@@ -964,3 +969,83 @@ def test_offline_rates_reach_the_priors(kv):
     assert state.planner.priors.offline == {0: 0.0, 1: 0.5, 3: 1.0}
     assert state.planner.priors.groups == {0: "x", 1: "x", 2: "y", 3: "y"}
     assert r[1] >= max(r[0], r[3])  # an offline rate of 0.5 is worth the most draws
+
+
+@pytest.mark.parametrize("concurrency", ["null", "5"])
+def test_stream_starts_sessions_as_they_return_and_spends_the_budget(
+    kv, data_dir, tmp_path, monkeypatch, concurrency
+):
+    """method=stream: the pilot's rewards plan the rest while the step runs, in several
+    submissions under the same uids (with a concurrency cap), numbered after the earlier
+    sessions; the step ends with every group whole and the tracker fed once."""
+    monkeypatch.setattr(kv, "POLL_SECONDS", 0.0)
+    t = _in_process_trainer(
+        kv,
+        data_dir,
+        tmp_path,
+        monkeypatch,
+        "knapsack.method=stream",
+        f"knapsack.concurrency={concurrency}",
+    )
+    submits = []
+    base = type(t).__mro__[1]._submit_batch_to_rollout
+    monkeypatch.setattr(
+        type(t).__mro__[1],
+        "_submit_batch_to_rollout",
+        lambda self, b: submits.append(len(b)) or base(self, b),
+    )
+    batch = t._next_train_batch()
+    assert len(batch) == 2 * M
+    t._submit_batch_to_rollout(batch)
+    uids = [str(u) for u in batch["uid"]]
+    sessions = t.started
+    assert set(sessions) == set(uids)
+    assert all(sorted(s) == list(range(len(s))) for s in sessions.values())
+    sizes = {u: len(s) for u, s in sessions.items()}
+    assert sum(sizes.values()) == M * 8 and min(sizes.values()) >= 2
+    assert len(submits) >= (3 if concurrency == "5" else 2)
+    assert all(t.fake_tq.tags[u]["status"] == "finished" for u in uids)
+    keys = [k for k in t.fake_tq.tags if "_" in k]
+    data = t.fake_tq.kv_batch_get(keys=keys, partition_id="train", select_fields=["rm_scores"])
+    got, sess, rewards = kv.step_sessions(
+        keys, [t.fake_tq.tags[k] for k in keys], list(data["rm_scores"])
+    )
+    metrics = t.knapsack.observe(got, rewards, sess)
+    index = {str(u): int(i) for u, i in zip(batch["uid"], batch["index"])}
+    stats = t.knapsack.tracker.stats([index[u] for u in uids])
+    assert stats.attempts.sum() == M * 8  # every session once
+    assert metrics["knapsack/rollouts"] == M * 8 and "knapsack/pilot_seconds" in metrics
+
+
+def test_stream_gives_a_failed_group_nothing_more(kv, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(kv, "POLL_SECONDS", 0.0)
+    doomed = {}
+
+    def fail(uid, session):  # the first prompt's first session fails
+        doomed.setdefault("uid", uid)
+        return uid == doomed["uid"] and session == 0
+
+    t = _in_process_trainer(
+        kv, data_dir, tmp_path, monkeypatch, "knapsack.method=stream", fail_uid=fail
+    )
+    batch = t._next_train_batch()
+    t._submit_batch_to_rollout(batch)
+    bad = doomed["uid"]
+    assert t.fake_tq.tags[bad]["status"] == "failure"
+    assert len(t.started[bad]) == 2  # its pilot only
+    pl = t.knapsack.planner
+    assert pl.requested == M * 8 and not pl.pending.any()  # nothing is awaited
+    assert sum(len(s) for s in t.started.values()) <= M * 8
+
+
+def test_stream_settings_are_checked(kv, data_dir, tmp_path):
+    manager = "actor_rollout_ref.rollout.agent.agent_loop_manager_class"
+    assert f"++{manager}={kv.MANAGER}" in kv.launch_overrides(["knapsack.method=stream"])
+    kv.check_config(compose(kv, data_dir, tmp_path / "ok", "knapsack.method=stream"))
+    for bad, message in (
+        ("knapsack.commit=0", "knapsack.commit=0"),
+        ("knapsack.concurrency=0", "knapsack.concurrency=0"),
+    ):
+        cfg = compose(kv, data_dir, tmp_path / "c", "knapsack.method=stream", bad)
+        with pytest.raises(kv.KnapsackConfigError, match=message):
+            kv.check_config(cfg)

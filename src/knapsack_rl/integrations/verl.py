@@ -70,7 +70,7 @@ from knapsack_rl.metrics import (
     tie_break_stats,
 )
 from knapsack_rl.planning.base import positions
-from knapsack_rl.planning.session import AllocationConfig
+from knapsack_rl.planning.session import PLANNED, AllocationConfig
 from knapsack_rl.tracking import TRACKERS, Tracker, load_tracker, make_tracker
 
 
@@ -152,7 +152,11 @@ class KnapsackVerlConfig:
         method: allocation method (``knapsack``, ``paper``, ``bayes``, ``uniform``, one-shot
             from the tracker), or ``rounds``: knapsack-rl's round planner, from priors pooled
             over the prompts seen (stale evidence decayed) and this step's own draws.
-        value: value model of ``rounds`` (``grpo`` or ``paper``).
+            ``stream``: the same planner's rollouts released as sessions return, with no
+            barrier (the pilot's long sessions run while the rest is planned).
+        value: value model of ``rounds`` and ``stream`` (``grpo`` or ``paper``).
+        commit: ``stream``: share of the pilot's sessions after which the whole budget is out.
+        concurrency: ``stream``: most sessions in flight at once (None: no limit).
         rounds: generation rounds per step of ``rounds``: 2 (a pilot, then the rest of the
             step's rollouts where the pilot says they pay) or 1 (one-shot from the priors).
         pilot: rollouts per prompt in the pilot round (``rounds=2``).
@@ -177,6 +181,8 @@ class KnapsackVerlConfig:
 
     method: str = "knapsack"
     value: str = defaults.VALUE
+    commit: float = defaults.COMMIT
+    concurrency: int | None = None
     rounds: int = defaults.ROUNDS
     pilot: int = defaults.PILOT
     oversample: int = defaults.OVERSAMPLE
@@ -199,6 +205,8 @@ class KnapsackVerlConfig:
             tracker=self.tracker,
             tracker_kwargs=dict(self.tracker_kwargs or {}),
             value=self.value,
+            commit=float(self.commit),
+            concurrency=self.concurrency,
             rounds=self.rounds,
             pilot=self.pilot,
             oversample=self.oversample,
@@ -239,12 +247,12 @@ def check_config(config) -> KnapsackVerlConfig:
     problems += _engine_problems(config)
     n = int(config.actor_rollout_ref.rollout.n)
     problems += _budget_problems(kcfg, n)
-    if kcfg.method == "rounds" and not problems:
+    if kcfg.method in PLANNED and not problems:
         problems += _rounds_problems(config, kcfg, n)
-    elif kcfg.method != "rounds":
+    elif kcfg.method not in PLANNED:
         for name in ("prior_group_column", "pass_rate_column", "prior_tracker"):
             if getattr(kcfg, name) is not None:
-                problems.append(f"knapsack.{name} is only used by knapsack.method=rounds")
+                problems.append(f"knapsack.{name} is only used by knapsack.method=rounds or stream")
     if problems:
         raise KnapsackConfigError(
             "knapsack-rl cannot start verl with these settings:\n  - " + "\n  - ".join(problems)
@@ -255,9 +263,10 @@ def check_config(config) -> KnapsackVerlConfig:
 def _setting_problems(kcfg: KnapsackVerlConfig) -> list[str]:
     """Problems with the ``knapsack`` settings themselves."""
     problems: list[str] = []
-    if kcfg.method not in (*METHODS, "rounds"):
+    if kcfg.method not in (*METHODS, *PLANNED):
         problems.append(
-            f"knapsack.method: unknown {kcfg.method!r}; expected one of {', '.join(METHODS)}, rounds"
+            f"knapsack.method: unknown {kcfg.method!r}; expected one of "
+            f"{', '.join((*METHODS, *PLANNED))}"
         )
     try:
         check_value(kcfg.value)
@@ -383,22 +392,31 @@ def _rounds_problems(config, kcfg: KnapsackVerlConfig, n: int) -> list[str]:
             f"data.gen_batch_size={gen} must divide oversample x train_batch_size "
             f"({kcfg.oversample} x {train}): the step's prompts are fetched in whole gen batches"
         )
-    if kcfg.rounds == 2:
+    if kcfg.method == "stream":
+        c = kcfg.commit
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c <= 1:
+            problems.append(f"knapsack.commit={c!r}: must be a number in (0, 1]")
+        k = kcfg.concurrency
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            problems.append(f"knapsack.concurrency={k!r}: must be an integer >= 1 or null")
+    if kcfg.rounds == 2 or kcfg.method == "stream":
+        what = "knapsack.method=stream" if kcfg.method == "stream" else "knapsack.rounds=2"
         agent = config.actor_rollout_ref.rollout.get("agent", None) or {}
         manager = agent.get("agent_loop_manager_class", None)
         if manager != MANAGER:
             problems.append(
                 f"actor_rollout_ref.rollout.agent.agent_loop_manager_class={manager!r}: "
-                f"knapsack.rounds=2 needs {MANAGER} (it numbers the second round's sessions "
-                "after the pilot's); the launcher sets it, or add "
+                f"{what} needs {MANAGER} (it numbers later sessions of a prompt after "
+                "the earlier ones); the launcher sets it, or add "
                 f"++actor_rollout_ref.rollout.agent.agent_loop_manager_class={MANAGER}"
             )
         rm = (config.get("reward", None) or {}).get("reward_model", None) or {}
         if rm.get("enable", False) and not rm.get("enable_resource_pool", False):
             problems.append(
                 "reward.reward_model.enable=true without enable_resource_pool: verl then scores "
-                "rollouts after the step's generation, so the pilot's rewards come too late for "
-                "knapsack.rounds=2; give the reward model its own resource pool or set knapsack.rounds=1"
+                f"rollouts after the step's generation, so the pilot's rewards come too late for "
+                f"{what}; give the reward model its own resource pool, or use knapsack.method=rounds "
+                "with knapsack.rounds=1"
             )
     return problems
 
@@ -498,7 +516,10 @@ class KnapsackState:
     One-shot methods: :meth:`allocate` gives each prompt its group, :meth:`observe` feeds the
     step's rewards to the tracker. ``rounds`` with ``rounds=2``: :meth:`allocate` gives the
     pilot, :meth:`record_round` takes its rewards, :meth:`next_round` plans the rest of the
-    step, and :meth:`observe` records the rest and updates the tracker once.
+    step, and :meth:`observe` records the rest and updates the tracker once. ``stream``:
+    :meth:`allocate` gives the pilot; :meth:`stream_record` takes sessions as they return
+    (and failed groups) and says which prompts get sessions now;
+    :meth:`observe` records what is left and updates the tracker once.
     """
 
     def __init__(self, kcfg: KnapsackVerlConfig, rollout_n: int) -> None:
@@ -507,7 +528,10 @@ class KnapsackState:
         alloc = kcfg.allocation(self.rollout_n)
         self.allocator = alloc.make_allocator()
         self.tracker: Tracker = alloc.make_tracker()
-        self.planner = alloc.make_planner(self.tracker) if kcfg.method == "rounds" else None
+        self.planner = alloc.make_planner(self.tracker) if kcfg.method in PLANNED else None
+        self.streaming = kcfg.method == "stream"
+        self._seen: set[tuple[str, int]] = set()  # stream: (uid, session) recorded so far
+        self._failed: set[int] = set()  # stream: positions of the groups that failed
         self.oversample = int(kcfg.oversample) if self.planner is not None else 1
         self._uid_pid: dict[str, Any] = {}
         self._uid_pos: dict[str, int] = {}
@@ -521,7 +545,7 @@ class KnapsackState:
     @property
     def two_rounds(self) -> bool:
         """True when each step is generated as a pilot, then the rest (``rounds=2``)."""
-        return self.planner is not None and self.planner.rounds >= 2
+        return self.planner is not None and not self.streaming and self.planner.rounds >= 2
 
     def budget(self, prompts: int) -> int:
         """Rollouts for a batch of ``prompts`` prompts: ``rollout.n`` per uniform prompt, and a
@@ -551,11 +575,12 @@ class KnapsackState:
         else:
             r = np.asarray(_allocate(self.allocator, self.tracker, ids, budget).rollouts, np.int64)
         self._seconds += time.perf_counter() - t0
-        if not self.two_rounds and int(r.sum()) != budget:  # pragma: no cover - guaranteed
+        if not (self.two_rounds or self.streaming) and int(r.sum()) != budget:  # pragma: no cover
             raise RuntimeError(f"allocation sums to {int(r.sum())}, expected {budget}")
         for uid, pid in zip(uids, ids):
             self._uid_pid[str(uid)] = pid
-        self._pilot = r.copy() if self.two_rounds else None
+        self._pilot = r.copy() if self.two_rounds or self.streaming else None
+        self._seen, self._failed = set(), set()
         self._rollouts.append(r.copy())
         return r
 
@@ -583,6 +608,46 @@ class KnapsackState:
         self._rollouts[-1] = self._rollouts[-1] + extra
         return extra
 
+    def stream_record(self, uids: list, sessions, rewards, failed: list = ()) -> np.ndarray:
+        """``stream``: sessions that came back (uid, session id and reward each; ones already
+        recorded are skipped) and groups that ``failed`` (their sessions in flight are no
+        longer awaited and they get nothing more; as in verl, a failed group's share of the
+        budget is lost, and with ``concurrency`` its slots go to other prompts);
+        returns the sessions to start now per prompt, int64 ``(len(batch),)``."""
+        t0 = time.perf_counter()
+        self._failed.update(self._uid_pos[str(u)] for u in failed)
+        pos, keep = [], []
+        for k, (u, sid) in enumerate(zip(uids, np.asarray(sessions).reshape(-1).tolist())):
+            key = (str(u), int(sid))
+            if key in self._seen or str(u) not in self._uid_pos:
+                continue
+            self._seen.add(key)
+            pos.append(self._uid_pos[str(u)])
+            keep.append(k)
+        sends = [np.zeros(0, np.int64)]
+        if pos:
+            r = np.asarray(rewards, np.float64).reshape(-1)[np.asarray(keep, np.int64)]
+            sends.append(self.planner.record(np.asarray(pos, np.int64), r))
+        for u in failed:  # in flight before it failed; what was just planned, _extra handles
+            i = self._uid_pos[str(u)]
+            lost = int(self.planner.pending[i]) - int((np.concatenate(sends) == i).sum())
+            if lost > 0:
+                self._rollouts[-1][i] -= lost
+                sends.append(self.planner.drop(np.full(lost, i, np.int64)))
+        return self._extra(np.concatenate(sends), t0)
+
+    def _extra(self, sends: np.ndarray, t0: float) -> np.ndarray:
+        extra = np.bincount(sends, minlength=len(self._uid_pos)).astype(np.int64)
+        lost = [i for i in sorted(self._failed) if extra[i]]
+        if lost:  # what the plan still gives a failed group is dropped, not sent
+            back = np.repeat(np.asarray(lost, np.int64), extra[lost])
+            extra[lost] = 0
+            extra += np.bincount(self.planner.drop(back), minlength=extra.size)
+            extra[lost] = 0
+        self._rollouts[-1] = self._rollouts[-1] + extra
+        self._seconds += time.perf_counter() - t0
+        return extra
+
     def observe(self, uids: list, rewards, sessions=None) -> dict[str, float]:
         """Feed one step's rollouts (uid, reward and session id each) to the tracker; return
         its metrics. With ``rounds=2`` the pilot's sessions (recorded already) are skipped."""
@@ -592,7 +657,12 @@ class KnapsackState:
         pilot_metrics: dict[str, float] = {}
         if self.planner is not None:  # the planner updates the tracker, stamps prompts as seen
             rows = known.copy()
-            if self._pilot is not None:
+            if self.streaming:  # sessions recorded while the step ran are not counted twice
+                if sessions is None:
+                    raise ValueError("stream: observe needs each rollout's session id")
+                sids = np.asarray(sessions, dtype=np.int64).reshape(-1).tolist()
+                rows &= np.array([(u, s) not in self._seen for u, s in zip(uids, sids)], bool)
+            elif self._pilot is not None:
                 if sessions is None:
                     raise ValueError("rounds=2: observe needs each rollout's session id")
                 first = np.array(
@@ -612,7 +682,7 @@ class KnapsackState:
             pids = [self._uid_pid[u] for u, k in zip(uids, known) if k]
             self.tracker.update(pids, rewards[known])
         self._uid_pid.clear()  # sync mode: every prompt submitted for the step was sampled
-        self._pilot, self._pilot_drawn = None, None
+        self._pilot, self._pilot_drawn, self._seen = None, None, set()
         metrics: dict[str, float] = {}
         if uids:
             metrics["knapsack/effective_gradient_ratio"] = effective_gradient_ratio(uids, rewards)
@@ -623,7 +693,7 @@ class KnapsackState:
             for k in ("min", "mean", "max"):
                 metrics[f"knapsack/rollouts_per_prompt/{k}"] = stats[f"rollouts_per_prompt/{k}"]
             metrics["knapsack/allocation_seconds"] = self._seconds
-        if self.two_rounds:
+        if self.two_rounds or self.streaming:
             metrics["knapsack/pilot_seconds"] = self.pilot_seconds
         metrics.update(pilot_metrics)
         metrics["knapsack/tracked_prompts"] = float(len(self.tracker))
@@ -739,6 +809,23 @@ def wait_for_round(
     return got, sessions, rewards, [u for u, v in status.items() if v == "failure"]
 
 
+def poll_sessions(
+    uids: list[str], partition_id: str = "train"
+) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, str]]:
+    """The sessions of ``uids`` in TransferQueue now, without waiting: ``(uids, sessions,
+    rewards)`` of every session written so far, and each group's status."""
+    wanted = set(uids)
+    items = (tq.kv_list(partition_id=partition_id) or {}).get(partition_id, {})
+    status = {u: (items.get(u) or {}).get("status") for u in wanted}
+    keys = [k for k in items if "_" in k and k.split("_")[0] in wanted]
+    scores = []
+    if keys:
+        data = tq.kv_batch_get(keys=keys, partition_id=partition_id, select_fields=["rm_scores"])
+        scores = list(data["rm_scores"])
+    got, sessions, rewards = step_sessions(keys, [items[k] for k in keys], scores)
+    return got, sessions, rewards, status
+
+
 # --- the trainer ---------------------------------------------------------------
 class KnapsackPPOTrainer(PPOTrainerSync):
     """verl's sync v1 trainer with per-prompt rollout budgets (``trainer.v1.trainer_mode=knapsack``)."""
@@ -783,6 +870,9 @@ class KnapsackPPOTrainer(PPOTrainerSync):
         )
         batch["__rollout_n__"] = torch.as_tensor(rollouts, dtype=torch.int64)
         submitted = super()._submit_batch_to_rollout(batch)
+        if self.knapsack.streaming:
+            self._stream(batch, uids, rollouts)
+            return submitted
         if not self.knapsack.two_rounds:
             return submitted
         # rounds=2: wait for the pilot, plan the rest from its rewards, send it under the same uids
@@ -798,6 +888,50 @@ class KnapsackPPOTrainer(PPOTrainerSync):
             rest[SESSION_OFFSET] = torch.as_tensor(rollouts[pick], dtype=torch.int64)
             super()._submit_batch_to_rollout(rest)
         return submitted
+
+    def _stream(self, batch, uids: list[str], requested: np.ndarray) -> None:
+        """``stream``: while the step's sessions return, feed their rewards to the planner
+        and start the sessions it releases at once, numbered after the prompt's earlier ones.
+        Returns when every session has come back (or its group failed), so verl's replay
+        buffer sees each group whole; failed groups are marked failed at the end, whatever a
+        straggler of theirs wrote."""
+        t0 = time.perf_counter()
+        requested = requested.astype(np.int64).copy()
+        failed: set[str] = set()
+        pos = {u: k for k, u in enumerate(uids)}
+        last_log = time.monotonic()
+        while True:
+            got, sessions, rewards, status = poll_sessions(uids)
+            new = [u for u, v in status.items() if v == "failure" and u not in failed]
+            failed.update(new)
+            extra = self.knapsack.stream_record(got, sessions, rewards, failed=new)
+            pick = np.flatnonzero(extra > 0)
+            if pick.size:
+                more = batch[torch.as_tensor(pick)]
+                more["__rollout_n__"] = torch.as_tensor(extra[pick], dtype=torch.int64)
+                more[SESSION_OFFSET] = torch.as_tensor(requested[pick], dtype=torch.int64)
+                requested[pick] += extra[pick]
+                super()._submit_batch_to_rollout(more)
+                continue  # poll again at once: the planner may have more to say
+            back = np.bincount([pos[u] for u in got], minlength=len(uids))
+            settled = all(
+                u in failed and status[u] in ("finished", "failure") or back[k] >= requested[k]
+                for k, u in enumerate(uids)
+            )
+            planner = self.knapsack.planner
+            if settled and (planner.requested >= planner.budget or not planner.pending.any()):
+                break
+            if time.monotonic() - last_log > 60:
+                print(
+                    f"[knapsack-rl] stream: {int(back.sum())} of {int(requested.sum())} "
+                    "sessions back",
+                    file=sys.stderr,
+                )
+                last_log = time.monotonic()
+            time.sleep(POLL_SECONDS)
+        for u in failed:
+            tq.kv_put(key=u, partition_id="train", tag={"status": "failure"})
+        self.knapsack.pilot_seconds += time.perf_counter() - t0
 
     # tracking and metrics
     def step(self, metrics: dict, timing_raw: dict):
@@ -844,7 +978,8 @@ if TRAINER_REGISTRY.get(TRAINER_NAME) is None:
 def launch_overrides(argv: list[str]) -> list[str]:
     """verl overrides for a knapsack run: ``knapsack.x=`` becomes ``++knapsack.x=``, the
     trainer mode defaults to ``knapsack``, every Ray worker imports this module, and
-    ``knapsack.method=rounds`` (2 rounds) gets :data:`MANAGER` as agent-loop manager."""
+    ``knapsack.method=rounds`` (2 rounds) and ``stream`` get :data:`MANAGER` as agent-loop
+    manager."""
     out = []
     for a in argv:
         if a.startswith("knapsack."):
@@ -855,7 +990,9 @@ def launch_overrides(argv: list[str]) -> list[str]:
     setting = {a.lstrip("+").split("=", 1)[0]: a.split("=", 1)[-1] for a in out if "=" in a}
     manager = "actor_rollout_ref.rollout.agent.agent_loop_manager_class"
     rounds = setting.get("knapsack.rounds", str(defaults.ROUNDS)).strip()
-    if setting.get("knapsack.method") == "rounds" and rounds != "1" and manager not in setting:
+    method = setting.get("knapsack.method")
+    needs = method == "stream" or (method == "rounds" and rounds != "1")
+    if needs and manager not in setting:
         out.append(f"++{manager}={MANAGER}")
     out.append(
         f"++ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES={_modules_env()}"
