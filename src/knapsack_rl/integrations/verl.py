@@ -33,7 +33,10 @@ group finished, reads the pilot's rewards, plans the rest of the step's
 with ``__session_offset__`` so that :class:`KnapsackAgentLoopManager`'s workers
 number the new sessions after the pilot's. verl then samples the
 ``oversample * train_batch_size`` finished groups and computes advantages over
-each whole group. The rewards must come from the agent loop (a rule-based reward,
+each whole group. ``method=stream`` draws the same prompts and pilot but does not
+wait: the driver polls TransferQueue for sessions as they end, feeds their rewards to
+a :class:`~knapsack_rl.StreamPlanner` and starts the sessions it releases at once
+(same uids, numbered after the earlier ones), returning once every session is back. The rewards must come from the agent loop (a rule-based reward,
 or a reward model on its own resource pool), which is verl's default.
 
 Everything runs in the single controller (the TaskRunner actor), so on
