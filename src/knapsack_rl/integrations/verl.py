@@ -69,11 +69,14 @@ from knapsack_rl.allocation.rounds import check_value
 from knapsack_rl.metrics import (
     allocation_stats,
     effective_gradient_ratio,
-    pilot_stats,
-    tie_break_stats,
 )
 from knapsack_rl.planning.base import positions
-from knapsack_rl.planning.session import PLANNED, AllocationConfig
+from knapsack_rl.planning.session import (
+    PLANNED,
+    TRACKER_FILE,
+    AllocationConfig,
+    AllocationSession,
+)
 from knapsack_rl.tracking import TRACKERS, Tracker, load_tracker, make_tracker
 
 
@@ -92,11 +95,8 @@ TRAINER_NAME = "knapsack"
 MODULE = "knapsack_rl.integrations.verl"
 """What ``VERL_USE_EXTERNAL_MODULES`` must name so that verl registers the trainer."""
 
-TRACKER_FILE = "knapsack_tracker.npz"
-"""Name of the tracker state file inside each ``global_step_<k>`` folder."""
-
-PLANNER_FILE = "knapsack_planner.json"
-"""Method ``rounds``: the planner's state (priors, last visits) beside the tracker."""
+# TRACKER_FILE and PLANNER_FILE (the session's): the tracker and, for ``rounds`` and
+# ``stream``, the planner's state, inside each ``global_step_<k>`` folder.
 
 MANAGER = f"{MODULE}.KnapsackAgentLoopManager"
 """``agent_loop_manager_class`` of ``rounds=2``: verl's, with sessions numbered across rounds."""
@@ -530,8 +530,9 @@ class KnapsackState:
         self.rollout_n = int(rollout_n)
         alloc = kcfg.allocation(self.rollout_n)
         self.allocator = alloc.make_allocator()
-        self.tracker: Tracker = alloc.make_tracker()
-        self.planner = alloc.make_planner(self.tracker) if kcfg.method in PLANNED else None
+        # rounds and stream: the step's budget goes through the engine-agnostic session
+        self.session = AllocationSession(alloc) if kcfg.method in PLANNED else None
+        self._tracker: Tracker = alloc.make_tracker() if self.session is None else None
         self.streaming = kcfg.method == "stream"
         self._seen: set[tuple[str, int]] = set()  # stream: (uid, session) recorded so far
         self._failed: set[int] = set()  # stream: positions of the groups that failed
@@ -539,11 +540,20 @@ class KnapsackState:
         self._uid_pid: dict[str, Any] = {}
         self._uid_pos: dict[str, int] = {}
         self._pilot: np.ndarray | None = None  # rounds=2: the pilot's planned counts
-        self._pilot_drawn: tuple[np.ndarray, np.ndarray] | None = None
         self._next = np.zeros(0, np.int64)  # rounds=2: round 2's positions, once the pilot is in
         self._rollouts: list[np.ndarray] = []
         self._seconds = 0.0
         self.pilot_seconds = 0.0  # rounds=2: the driver's wait for the pilot, per step
+
+    @property
+    def tracker(self) -> Tracker:
+        """The run's success-rate tracker (the session's for ``rounds`` and ``stream``)."""
+        return self._tracker if self.session is None else self.session.tracker
+
+    @property
+    def planner(self):
+        """The session's planner (``rounds``, ``stream``), or None for one-shot methods."""
+        return None if self.session is None else self.session.planner
 
     @property
     def two_rounds(self) -> bool:
@@ -566,14 +576,10 @@ class KnapsackState:
         budget = self.budget(len(uids))
         t0 = time.perf_counter()
         ids = [_hashable(p) for p in prompt_ids]
-        if self.planner is not None:
-            if groups is not None:
-                self.planner.priors.set_groups(ids, [_hashable(g) for g in groups])
-            if rates is not None:
-                self.planner.priors.set_offline(
-                    ids, [np.nan if v is None else float(v) for v in rates]
-                )
-            r = np.bincount(self.planner.start(ids, budget), minlength=len(ids)).astype(np.int64)
+        if self.session is not None:
+            groups = None if groups is None else [_hashable(g) for g in groups]
+            self.session.set_prior_columns(ids, groups, rates)
+            r = np.bincount(self.session.start(ids, budget), minlength=len(ids)).astype(np.int64)
             self._uid_pos = {str(u): k for k, u in enumerate(uids)}
         else:
             r = np.asarray(_allocate(self.allocator, self.tracker, ids, budget).rollouts, np.int64)
@@ -591,10 +597,9 @@ class KnapsackState:
         """The pilot's rollouts (uid and reward each) of the batch :meth:`allocate` planned."""
         keep = [str(u) in self._uid_pos for u in uids]
         pos = [self._uid_pos[str(u)] for u, k in zip(uids, keep) if k]
-        self._next = self.planner.record(
+        self._next = self.session.record(
             pos, np.asarray(rewards, np.float64).reshape(-1)[np.asarray(keep, bool)]
         )
-        self._pilot_drawn = (self.planner.attempts.copy(), self.planner.successes.copy())
 
     def next_round(self, skip: list | None = None) -> np.ndarray:
         """Rollouts per prompt of round 2, planned from the pilot's rewards (zeros for the
@@ -602,7 +607,7 @@ class KnapsackState:
         t0 = time.perf_counter()
         sends = self._next  # round 2, if every pilot rollout came back
         if not sends.size and self.planner.pending.any():  # pilot sessions that never did
-            sends = self.planner.drop(positions(self.planner.pending))
+            sends = self.session.drop(positions(self.planner.pending))
         self._next = np.zeros(0, np.int64)
         extra = np.bincount(sends, minlength=len(self._uid_pos)).astype(np.int64)
         for u in skip or ():
@@ -630,13 +635,13 @@ class KnapsackState:
         sends = [np.zeros(0, np.int64)]
         if pos:
             r = np.asarray(rewards, np.float64).reshape(-1)[np.asarray(keep, np.int64)]
-            sends.append(self.planner.record(np.asarray(pos, np.int64), r))
+            sends.append(self.session.record(np.asarray(pos, np.int64), r))
         for u in failed:  # in flight before it failed; what was just planned, _extra handles
             i = self._uid_pos[str(u)]
             lost = int(self.planner.pending[i]) - int((np.concatenate(sends) == i).sum())
             if lost > 0:
                 self._rollouts[-1][i] -= lost
-                sends.append(self.planner.drop(np.full(lost, i, np.int64)))
+                sends.append(self.session.drop(np.full(lost, i, np.int64)))
         return self._extra(np.concatenate(sends), t0)
 
     def _extra(self, sends: np.ndarray, t0: float) -> np.ndarray:
@@ -645,7 +650,7 @@ class KnapsackState:
         if lost:  # what the plan still gives a failed group is dropped, not sent
             back = np.repeat(np.asarray(lost, np.int64), extra[lost])
             extra[lost] = 0
-            extra += np.bincount(self.planner.drop(back), minlength=extra.size)
+            extra += np.bincount(self.session.drop(back), minlength=extra.size)
             extra[lost] = 0
         self._rollouts[-1] = self._rollouts[-1] + extra
         self._seconds += time.perf_counter() - t0
@@ -658,7 +663,7 @@ class KnapsackState:
         rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
         known = np.array([u in self._uid_pid for u in uids], dtype=bool)
         pilot_metrics: dict[str, float] = {}
-        if self.planner is not None:  # the planner updates the tracker, stamps prompts as seen
+        if self.session is not None:  # the session updates the tracker, stamps prompts as seen
             rows = known.copy()
             if self.streaming:  # sessions recorded while the step ran are not counted twice
                 if sessions is None:
@@ -673,19 +678,16 @@ class KnapsackState:
                 )
                 rows &= np.asarray(sessions, dtype=np.int64).reshape(-1) >= first
             pos = [self._uid_pos[u] for u, k in zip(uids, rows) if k]
-            self.planner.record(pos, rewards[rows])
-            done = self.planner.finish()
-            if self._pilot_drawn is not None:
-                n1, s1 = self._pilot_drawn
-                a, b = self.planner.prior_a, self.planner.prior_b
-                stats = pilot_stats(n1, s1, done["attempts"])
-                stats.update(tie_break_stats(a, b, n1, s1, done["attempts"], done["successes"]))
-                pilot_metrics = {f"knapsack/{k}": v for k, v in stats.items()}
+            self.session.record(np.asarray(pos, np.int64), rewards[rows])
+            done = self.session.finish()  # pilot and tie-break stats when the step had a pilot
+            pilot_metrics = {
+                f"knapsack/{k}": v for k, v in done.metrics.items() if k.startswith("rounds/")
+            }
         elif known.any():
             pids = [self._uid_pid[u] for u, k in zip(uids, known) if k]
             self.tracker.update(pids, rewards[known])
         self._uid_pid.clear()  # sync mode: every prompt submitted for the step was sampled
-        self._pilot, self._pilot_drawn, self._seen = None, None, set()
+        self._pilot, self._seen = None, set()
         metrics: dict[str, float] = {}
         if uids:
             metrics["knapsack/effective_gradient_ratio"] = effective_gradient_ratio(uids, rewards)
@@ -704,26 +706,30 @@ class KnapsackState:
         return metrics
 
     def save(self, folder: str) -> str:
+        """Write the tracker (and the planner's state) into ``folder``; returns the tracker file."""
+        if self.session is not None:
+            return self.session.save(folder)
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, TRACKER_FILE)
         self.tracker.save(path)
-        if self.planner is not None:
-            self.planner.save(os.path.join(folder, PLANNER_FILE))
         return path
 
     def load(self, folder: str) -> bool:
+        """Restore :meth:`save`; False (nothing changed) if ``folder`` has no tracker file."""
         path = os.path.join(folder, TRACKER_FILE)
         if not os.path.exists(path):
             return False
+        if self.session is not None:
+            try:
+                return self.session.load(folder)
+            except ValueError as e:
+                raise KnapsackConfigError(f"{e} (knapsack.tracker)") from None
         tracker = load_tracker(path)
         if tracker.kind != self.tracker.kind:
             raise KnapsackConfigError(
                 f"{path} holds a {tracker.kind!r} tracker but knapsack.tracker={self.kcfg.tracker!r}"
             )
-        self.tracker = tracker
-        if self.planner is not None:
-            self.planner.tracker = tracker
-            self.planner.load(os.path.join(folder, PLANNER_FILE))
+        self._tracker = tracker
         return True
 
 
