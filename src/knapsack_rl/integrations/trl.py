@@ -60,11 +60,14 @@ from knapsack_rl.metrics import (
     allocation_stats,
     effective_gradient_ratio,
     frac_reward_zero_std,
-    pilot_stats,
-    tie_break_stats,
 )
 from knapsack_rl.planning.rounds import RoundPlanner
-from knapsack_rl.planning.session import AllocationConfig
+from knapsack_rl.planning.session import (
+    PLANNER_FILE,
+    TRACKER_FILE,
+    AllocationConfig,
+    AllocationSession,
+)
 from knapsack_rl.tracking import (
     TRACKERS,
     Tracker,
@@ -75,11 +78,8 @@ from knapsack_rl.tracking import (
 SUPPORTED_TRL = (">=1.16", "<1.17")
 """The TRL release line this module was written against and tested with."""
 
-TRACKER_FILE = "knapsack_tracker.npz"
-"""Name of the tracker state file inside each TRL checkpoint folder."""
-
-PLANNER_FILE = "knapsack_planner.json"
-"""``rounds``: name of the planner state file (priors, last visits) in each checkpoint folder."""
+# TRACKER_FILE and PLANNER_FILE (the session's): the tracker and, for ``rounds``, the
+# planner's state (priors, last visits), inside each TRL checkpoint folder.
 
 
 def _check_trl_version(version: str) -> None:
@@ -510,8 +510,10 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         super().__init__(model, reward_funcs, args, *a, **kw)
         self.rollouts_per_prompt = int(args.rollouts_per_prompt)
         self.allocator = args.make_allocator()
-        self.tracker = args.make_tracker()
-        self.planner = args.make_planner(self.tracker)  # allocation_method="rounds" only
+        # rounds: the step's budget goes through the engine-agnostic session
+        alloc = args.allocation
+        self.session = AllocationSession(alloc) if alloc.planned else None
+        self._tracker = args.make_tracker() if self.session is None else None
         if args.success_reward is not None and args.success_reward not in self.reward_func_names:
             raise ValueError(
                 f"success_reward {args.success_reward!r} is not one of the reward functions "
@@ -521,6 +523,16 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         self.last_allocation: Allocation | None = None
         self._knapsack_rewards: torch.Tensor | None = None
         self._pilot: dict | None = None  # this process's pilot, during a rounds step
+
+    @property
+    def tracker(self) -> Tracker:
+        """The per-prompt success tracker (the session's for ``rounds``)."""
+        return self._tracker if self.session is None else self.session.tracker
+
+    @property
+    def planner(self):
+        """The session's planner (``rounds``), or None for one-shot methods."""
+        return None if self.session is None else self.session.planner
 
     # ------------------------------------------------------------- sampling
     def get_train_dataloader(self):
@@ -569,7 +581,7 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             return self.allocator.allocate(stats, budget=budget)
         t0 = time.perf_counter()
         self._prior_columns(prompt_ids, rows or [])
-        counts = np.bincount(self.planner.start(prompt_ids, budget), minlength=len(prompt_ids))
+        counts = np.bincount(self.session.start(prompt_ids, budget), minlength=len(prompt_ids))
         return self._rounds_allocation(counts, time.perf_counter() - t0)
 
     def _rounds_allocation(self, counts: np.ndarray, seconds: float) -> Allocation:
@@ -588,13 +600,8 @@ class KnapsackGRPOTrainer(GRPOTrainer):
     def _prior_columns(self, prompt_ids: list, rows: list) -> None:
         """Pass the rows' prior columns (group key, offline pass rate) to the planner."""
         group = self._column(rows, self.args.prior_group_column)
-        if group is not None:
-            self.planner.priors.set_groups(prompt_ids, group)
         rate = self._column(rows, self.args.pass_rate_column)
-        if rate is not None:
-            self.planner.priors.set_offline(
-                prompt_ids, [np.nan if v is None else float(v) for v in rate]
-            )
+        self.session.set_prior_columns(prompt_ids, group, rate)
 
     @staticmethod
     def _column(rows: list, col: str | None) -> list | None:
@@ -669,7 +676,7 @@ class KnapsackGRPOTrainer(GRPOTrainer):
             raise ValueError("allocation_method='rounds' with rounds=2 does not support images")
         self._prior_columns(prompt_ids, rows[::k])
         m = len(prompt_ids)
-        pilot = np.bincount(self.planner.start(prompt_ids, len(rows)), minlength=m)
+        pilot = np.bincount(self.session.start(prompt_ids, len(rows)), minlength=m)
         first = np.repeat(np.arange(len(prompt_ids)), pilot)
         if len(first) % nproc:
             raise RuntimeError(
@@ -686,7 +693,7 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         ok = np.isfinite(r)
         # unscored pilot rollouts are no evidence and no longer awaited; round 2 comes
         # back from whichever call resolves the pilot's last rollout
-        sends = [self.planner.drop(first[~ok]), self.planner.record(first[ok], r[ok])]
+        sends = [self.session.drop(first[~ok]), self.session.record(first[ok], r[ok])]
         rest = np.bincount(np.concatenate(sends), minlength=m)
         payload = [rest.tolist()]
         if nproc > 1:  # the main process's plan, on every process
@@ -804,17 +811,14 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         won = np.zeros(r.shape)  # successes as the tracker counts them
         won[ok] = binarize_rewards(r[ok], self.tracker.threshold)
         successes = np.bincount(group[ok], weights=won[ok], minlength=m)
-        pilot_successes = None
+        done = None
         if pilot is not None:
-            pilot_rows = _pilot_mask(pilot, rollouts, self.accelerator.num_processes)
-            in_pilot = ok & pilot_rows
-            pilot_successes = np.bincount(group[in_pilot], weights=won[in_pilot], minlength=m)
-            ok &= ~pilot_rows  # the planner recorded the pilot in round 1
-        if self.planner is None:
+            ok &= ~_pilot_mask(pilot, rollouts, self.accelerator.num_processes)  # in round 1
+        if self.session is None:
             self.tracker.update([prompt_ids[g] for g in group[ok]], r[ok])
-        else:  # the planner updates the tracker and stamps the prompts as seen
-            self.planner.record(group[ok], r[ok])
-            self.planner.finish()
+        else:  # the session updates the tracker, stamps the prompts as seen, sums the pilot
+            self.session.record(group[ok], r[ok])
+            done = self.session.finish()
 
         weights = self.reward_weights.to(rpf.device)
         total = (rpf * weights.unsqueeze(0)).nansum(dim=1)
@@ -827,22 +831,18 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         for key, value in allocation_stats(rollouts).items():
             if key.startswith("rollouts_per_prompt/"):
                 metrics[key].append(value)
-        if pilot is not None:
-            a, b = self.planner.prior_a, self.planner.prior_b
-            for key, value in {
-                **pilot_stats(pilot, pilot_successes, rollouts),
-                **tie_break_stats(a, b, pilot, pilot_successes, rollouts, successes),
-            }.items():
-                metrics[key].append(value)
+        if pilot is not None:  # pilot and tie-break stats, as the session computed them
+            for key, value in done.metrics.items():
+                if key.startswith("rounds/"):
+                    metrics[key].append(value)
         record = {"step": int(self.state.global_step), "prompt_ids": list(prompt_ids)}
         record["rollouts"] = rollouts
         record["successes"] = successes
         if pilot is not None:
             record["pilot"] = pilot
-            record["pilot_successes"] = pilot_successes
-        if self.planner is not None:  # the prior mean each prompt's plan started from
-            a, b = self.planner.prior_a, self.planner.prior_b
-            record["prior_mean"] = np.round(a / (a + b), 4)
+            record["pilot_successes"] = done.pilot_successes.astype(np.float64)
+        if done is not None:  # the prior mean each prompt's plan started from
+            record["prior_mean"] = np.round(done.p, 4)
         self.allocation_history.append(record)
 
     # ---------------------------------------------------------- checkpoints
@@ -851,9 +851,10 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         if self.args.should_save:
             folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             path = os.path.join(self._get_output_dir(trial=trial), folder, TRACKER_FILE)
-            self.tracker.save(path)  # atomic
-            if self.planner is not None:  # rounds: the priors' state (pools, last visits)
-                self.planner.save(os.path.join(os.path.dirname(path), PLANNER_FILE))
+            if self.session is not None:  # rounds: also the priors' state (pools, last visits)
+                self.session.save(os.path.dirname(path))
+            else:
+                self.tracker.save(path)  # atomic
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -881,7 +882,7 @@ class KnapsackGRPOTrainer(GRPOTrainer):
                 f"{path}: checkpoint has a {tracker.kind!r} tracker but the config asks for "
                 f"tracker={self.tracker.kind!r}"
             )
-        self.tracker = tracker
-        if self.planner is not None:
-            self.planner.tracker = tracker
-            self.planner.load(os.path.join(checkpoint, PLANNER_FILE))
+        if self.session is not None:
+            self.session.load(checkpoint)
+        else:
+            self._tracker = tracker

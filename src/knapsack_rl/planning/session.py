@@ -349,8 +349,13 @@ class AllocationSession:
 
     def drop(self, index) -> np.ndarray:
         """Rollouts that came back without a usable reward (failed, unscorable): no longer
-        pending, not evidence; returns the positions to generate now."""
-        return self.planner.drop(index)
+        pending, not evidence (a dropped pilot rollout still ends the prompt's pilot: later
+        results are not counted as the pilot's); returns the positions to generate now."""
+        idx = np.asarray(index, dtype=np.int64).reshape(-1)
+        more = self.planner.drop(idx)
+        if idx.size:
+            self._seen += np.bincount(idx, minlength=len(self._ids))
+        return more
 
     def finish(self) -> StepRecord:
         """End the step: one tracker update; the step's groups and metrics."""
