@@ -314,32 +314,9 @@ def _bracket(fn: GainFn, caps: np.ndarray, w: np.ndarray | None, budget: float, 
     extremes = False
     s_a = 0.0
     s_b = total = float(caps.sum()) if unit else float((w * caps).sum())
-    # units left to enumerate at the end; wider with costs, where the candidates also
-    # feed the fill step of solve_concave_costs (more of them, better fill)
-    limit = max(_CANDIDATE_FLOOR, m // 8) if unit else max(2 * _CANDIDATE_FLOOR, m // 2)
-    margin = limit / 4.0
-    if unit:
-        margin = max(margin, 1.0)
-    else:
-        margin *= float(w[active].mean()) if active.size else 1.0
-    guesses = []
-    # A GainModel may carry a closed-form model of S (``threshold_guess(caps,
-    # target)``): we follow it, correcting its bias by the exact counts, until
-    # both bracket ends are set. Otherwise large batches start from a subsample.
+    limit, margin = _bracket_limits(m, w, active)
     model = fn.threshold_guess if guess == "sample" and isinstance(fn, GainModel) else None
-    model_target = None
-    if model is not None:
-        # When the whole budget fits in one enumeration, aim a little above it: one
-        # evaluation landing in [budget, limit] finishes the search.
-        first = min(1.05 * budget + 8.0, 0.5 * (budget + limit)) if budget < limit else budget
-        g = model(caps, first)
-        if g is not None and t_lo < g < t_hi:
-            guesses.append(g)
-            model_target = first
-    elif guess == "sample" and m >= _SAMPLE_MIN:
-        g = _sample_guess(fn, caps, w, budget)
-        if g is not None:
-            guesses.append(g)
+    guesses, model_target = _first_guess(fn, model, caps, w, budget, limit, guess)
     lo_set = hi_set = False  # bracket ends found by evaluation (not the initial extremes)
     # log-t step off the subsample's guess until both ends are set
     step = 0.02 if guesses and model_target is None else 0.0
@@ -379,13 +356,8 @@ def _bracket(fn: GainFn, caps: np.ndarray, w: np.ndarray | None, budget: float, 
                 t_hi = float(np.nextafter(g_first.max(), np.inf))
             if t_lo <= 0:  # never raised: b = caps, all gains >= min last gain
                 t_lo = float(fn(bb - 1, active).min())
-        if t is None or not t_lo < t < t_hi:  # bisect (geometric, then arithmetic)
-            t = math.sqrt(t_lo * t_hi) if t_lo > 0 and math.isfinite(t_hi) else 0.5 * t_hi
-            if not t_lo < t < t_hi:
-                t = 0.5 * (t_lo + t_hi)
-            if not t_lo < t < t_hi:
-                t = float(np.nextafter(t_lo, np.inf))
-            slow = 0
+        if t is None or not t_lo < t < t_hi:
+            t, slow = _bisect(t_lo, t_hi), 0
         probe_hi = t_lo > 0 and math.log(t / t_lo) < math.log(t_hi / t)
         c = _count(fn, t, active, aa, bb, probe_hi)
         s = s_a + float((c - aa).sum() if unit else (w[active] * (c - aa)).sum())
@@ -405,6 +377,53 @@ def _bracket(fn: GainFn, caps: np.ndarray, w: np.ndarray | None, budget: float, 
             pending = s
         active = active[b[active] > a[active]]
     return t_lo, t_hi, a, b, s_a
+
+
+def _bracket_limits(m: int, w: np.ndarray | None, active: np.ndarray) -> tuple[int, float]:
+    """``(limit, margin)`` of :func:`_bracket`: the units left to enumerate at the end
+    (wider with costs, where the candidates also feed the fill step of
+    ``solve_concave_costs``: more of them, better fill), and how far from the budget
+    the interpolated probes aim."""
+    unit = w is None
+    limit = max(_CANDIDATE_FLOOR, m // 8) if unit else max(2 * _CANDIDATE_FLOOR, m // 2)
+    margin = limit / 4.0
+    if unit:
+        margin = max(margin, 1.0)
+    else:
+        margin *= float(w[active].mean()) if active.size else 1.0
+    return limit, margin
+
+
+def _first_guess(fn, model, caps, w, budget: float, limit: int, guess) -> tuple[list, float | None]:
+    """The first threshold to try, ``([t] or [], model_target)``.
+
+    A GainModel may carry a closed-form model of S (``threshold_guess(caps, target)``):
+    :func:`_bracket` follows it, correcting its bias by the exact counts, until both
+    bracket ends are set. Otherwise large batches start from a subsample.
+    """
+    if model is not None:
+        # When the whole budget fits in one enumeration, aim a little above it: one
+        # evaluation landing in [budget, limit] finishes the search.
+        first = min(1.05 * budget + 8.0, 0.5 * (budget + limit)) if budget < limit else budget
+        g = model(caps, first)
+        if g is not None and 0.0 < g < math.inf:
+            return [g], first
+    elif guess == "sample" and caps.shape[0] >= _SAMPLE_MIN:
+        g = _sample_guess(fn, caps, w, budget)
+        if g is not None:
+            return [g], None
+    return [], None
+
+
+def _bisect(t_lo: float, t_hi: float) -> float:
+    """A threshold strictly inside ``(t_lo, t_hi)``: geometric, else arithmetic mean,
+    else the next float above ``t_lo``."""
+    t = math.sqrt(t_lo * t_hi) if t_lo > 0 and math.isfinite(t_hi) else 0.5 * t_hi
+    if not t_lo < t < t_hi:
+        t = 0.5 * (t_lo + t_hi)
+    if not t_lo < t < t_hi:
+        t = float(np.nextafter(t_lo, np.inf))
+    return t
 
 
 def _enumerate(fn: GainFn, a: np.ndarray, b: np.ndarray):
