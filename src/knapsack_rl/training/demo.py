@@ -348,98 +348,17 @@ def write_report(
     out: Path, cfg: DemoConfig, runs: dict, summary: dict, table: str, seconds: float
 ) -> Path:
     """Plots + ``index.html`` into ``out``."""
-    from knapsack_rl.reports.html import _mpl
-
-    plt = _mpl()
     key = summary["accuracy_key"]
     seeds = list(runs)
     methods = list(runs[seeds[0]])
-    imgs = []
-    # 1-2. held-out accuracy against rollouts consumed and against training wall-clock
-    for x_of, xlabel, name in (
-        (
-            lambda r: np.array([e["rollouts_total"] for e in r["eval"]]),
-            "rollouts consumed",
-            "rollouts",
-        ),
-        (_wall, "training seconds (no evaluation)", "wallclock"),
-    ):
-        fig, ax = plt.subplots(figsize=(6.4, 4.0))
-        _curves(ax, runs, methods, x_of, key)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"held-out {key}")
-        ax.set_title(f"Held-out {key} against {xlabel.split(' (')[0]}")
-        imgs.append(save_figure(fig, out / f"accuracy_vs_{name}.png"))
-    # 3. paired differences per seed
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    others = [m for m in methods if m != "uniform"]
-    if "uniform" in methods and others:
-        width = 0.8 / len(others)
-        for j, m in enumerate(others):
-            d = [runs[s][m]["eval"][-1][key] - runs[s]["uniform"]["eval"][-1][key] for s in seeds]
-            ax.bar(np.arange(len(seeds)) + j * width, d, width, color=_COLORS.get(m), label=m)
-        ax.axhline(0, color="k", lw=0.8)
-        ax.set_xticks(np.arange(len(seeds)) + 0.4 - width / 2, [f"seed {s}" for s in seeds])
-        ax.set_ylabel(f"final {key} - uniform's")
-        ax.set_title("Paired differences against uniform, per seed")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3, axis="y")
-    imgs.append(save_figure(fig, out / "paired_differences.png"))
-    # 4. effective-gradient ratio per step (mean over seeds, 5-step moving mean)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for m in methods:
-        y = np.mean(
-            [[x["effective_gradient_ratio"] for x in runs[s][m]["metrics"]] for s in seeds], axis=0
-        )
-        k = min(5, max(1, y.size))
-        ax.plot(np.convolve(y, np.ones(k) / k, "valid"), color=_COLORS.get(m), lw=2, label=m)
-    ax.set_xlabel("step")
-    ax.set_ylabel("effective-gradient ratio")
-    ax.set_title("Share of rollouts in groups with a gradient (not a measure of learning)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    imgs.append(save_figure(fig, out / "effective_gradient_ratio.png"))
-    # 5. rollouts given against the step's success rate (first seed, last step)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    rng = np.random.default_rng(0)
-    for m in methods:
-        rec = runs[seeds[0]][m]["allocations"][-1] if runs[seeds[0]][m]["allocations"] else None
-        if rec is None:
-            continue
-        p = np.array(rec["successes"]) / np.maximum(1, np.array(rec["rollouts"]))
-        ax.scatter(
-            p + rng.uniform(-0.01, 0.01, p.size),
-            rec["rollouts"],
-            s=12,
-            alpha=0.6,
-            color=_COLORS.get(m),
-            label=m,
-        )
-    ax.set_xlabel("success rate in the step")
-    ax.set_ylabel("rollouts given")
-    ax.set_title(f"Rollouts per prompt at the last step (seed {seeds[0]})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    imgs.append(save_figure(fig, out / "rollouts_vs_success.png"))
-    tc = cfg.train_config("uniform", seeds[0])
-    rc = cfg.train_config("rounds", seeds[0])
-    how_rounds = (
-        f" rounds draws {rc.step_prompts} prompts per step instead of {tc.step_prompts}, pilots "
-        f"each with {rc.pilot} rollouts, then plans the rest ({rc.rounds} rounds, value "
-        f"{rc.value})."
-        if "rounds" in methods
-        else ""
-    )
-    params = runs[seeds[0]][methods[0]]["config"].get("resolved", {}).get("parameters", "?")
+    imgs = [
+        *_plot_accuracy(out, runs, methods, key),
+        _plot_paired(out, runs, seeds, methods, key),
+        _plot_effective_ratio(out, runs, seeds, methods),
+        _plot_allocations(out, runs, seeds[0], methods),
+    ]
     blocks = [
-        (
-            "p",
-            f"Built-in tiny Llama ({params} parameters, character tokenizer) on the built-in "
-            f"arithmetic task. Per seed, every method starts from the same warm-start and spends "
-            f"the same rollouts ({tc.step_budget} per step, {cfg.steps} steps). Accuracy is "
-            f"{key} on {cfg.eval_prompts} held-out prompts. Differences are paired by seed; "
-            f"the standard error is over seeds.{how_rounds} Total time {seconds:.0f}s.",
-        ),
+        ("p", _intro(cfg, runs, seeds[0], methods, key, seconds)),
         ("table", _compact(summary["rows"], key)),
         ("h2", "Per seed"),
         ("table", _compact(summary["per_seed"], key)),
@@ -453,6 +372,114 @@ def write_report(
         ("pre", table),
     ]
     return write_html(out / "index.html", "knapsack-rl demo: learning per rollout", blocks)
+
+
+def _plt():
+    from knapsack_rl.reports.html import _mpl
+
+    return _mpl()
+
+
+def _plot_accuracy(out: Path, runs: dict, methods: list, key: str) -> list[Path]:
+    """Held-out accuracy against rollouts consumed and against training wall-clock."""
+    plt = _plt()
+    paths = []
+    for x_of, xlabel, name in (
+        (
+            lambda r: np.array([e["rollouts_total"] for e in r["eval"]]),
+            "rollouts consumed",
+            "rollouts",
+        ),
+        (_wall, "training seconds (no evaluation)", "wallclock"),
+    ):
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+        _curves(ax, runs, methods, x_of, key)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"held-out {key}")
+        ax.set_title(f"Held-out {key} against {xlabel.split(' (')[0]}")
+        paths.append(save_figure(fig, out / f"accuracy_vs_{name}.png"))
+    return paths
+
+
+def _plot_paired(out: Path, runs: dict, seeds: list, methods: list, key: str) -> Path:
+    """Each method's final accuracy minus uniform's, per seed."""
+    fig, ax = _plt().subplots(figsize=(6.4, 3.6))
+    others = [m for m in methods if m != "uniform"]
+    if "uniform" in methods and others:
+        width = 0.8 / len(others)
+        for j, m in enumerate(others):
+            d = [runs[s][m]["eval"][-1][key] - runs[s]["uniform"]["eval"][-1][key] for s in seeds]
+            ax.bar(np.arange(len(seeds)) + j * width, d, width, color=_COLORS.get(m), label=m)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(np.arange(len(seeds)) + 0.4 - width / 2, [f"seed {s}" for s in seeds])
+        ax.set_ylabel(f"final {key} - uniform's")
+        ax.set_title("Paired differences against uniform, per seed")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3, axis="y")
+    return save_figure(fig, out / "paired_differences.png")
+
+
+def _plot_effective_ratio(out: Path, runs: dict, seeds: list, methods: list) -> Path:
+    """Effective-gradient ratio per step (mean over seeds, 5-step moving mean)."""
+    fig, ax = _plt().subplots(figsize=(6.4, 4.0))
+    for m in methods:
+        y = np.mean(
+            [[x["effective_gradient_ratio"] for x in runs[s][m]["metrics"]] for s in seeds], axis=0
+        )
+        k = min(5, max(1, y.size))
+        ax.plot(np.convolve(y, np.ones(k) / k, "valid"), color=_COLORS.get(m), lw=2, label=m)
+    ax.set_xlabel("step")
+    ax.set_ylabel("effective-gradient ratio")
+    ax.set_title("Share of rollouts in groups with a gradient (not a measure of learning)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, out / "effective_gradient_ratio.png")
+
+
+def _plot_allocations(out: Path, runs: dict, seed, methods: list) -> Path:
+    """Rollouts given against the step's success rate (one seed, last step)."""
+    fig, ax = _plt().subplots(figsize=(6.4, 4.0))
+    rng = np.random.default_rng(0)
+    for m in methods:
+        rec = runs[seed][m]["allocations"][-1] if runs[seed][m]["allocations"] else None
+        if rec is None:
+            continue
+        p = np.array(rec["successes"]) / np.maximum(1, np.array(rec["rollouts"]))
+        ax.scatter(
+            p + rng.uniform(-0.01, 0.01, p.size),
+            rec["rollouts"],
+            s=12,
+            alpha=0.6,
+            color=_COLORS.get(m),
+            label=m,
+        )
+    ax.set_xlabel("success rate in the step")
+    ax.set_ylabel("rollouts given")
+    ax.set_title(f"Rollouts per prompt at the last step (seed {seed})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, out / "rollouts_vs_success.png")
+
+
+def _intro(cfg: DemoConfig, runs: dict, seed, methods: list, key: str, seconds: float) -> str:
+    """The report's opening paragraph: model, task, budget and how to read it."""
+    tc = cfg.train_config("uniform", seed)
+    rc = cfg.train_config("rounds", seed)
+    how_rounds = (
+        f" rounds draws {rc.step_prompts} prompts per step instead of {tc.step_prompts}, pilots "
+        f"each with {rc.pilot} rollouts, then plans the rest ({rc.rounds} rounds, value "
+        f"{rc.value})."
+        if "rounds" in methods
+        else ""
+    )
+    params = runs[seed][methods[0]]["config"].get("resolved", {}).get("parameters", "?")
+    return (
+        f"Built-in tiny Llama ({params} parameters, character tokenizer) on the built-in "
+        f"arithmetic task. Per seed, every method starts from the same warm-start and spends "
+        f"the same rollouts ({tc.step_budget} per step, {cfg.steps} steps). Accuracy is "
+        f"{key} on {cfg.eval_prompts} held-out prompts. Differences are paired by seed; "
+        f"the standard error is over seeds.{how_rounds} Total time {seconds:.0f}s."
+    )
 
 
 _SHORT = {  # report column -> heading
