@@ -67,22 +67,67 @@ def compare(
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown method {bad[0]!r}; expected some of {', '.join(METHODS)}")
-    q = len(pool.ids)
-    seeds = [seed + r for r in range(replays)]
+    runs = _Runs(pool, [seed + r for r in range(replays)], progress)
     kw = {"max_samples": max_samples}
+    q = len(pool.ids)
+    rows: list[dict] = []
+    budgets = sorted({float(b) for b in budgets} | {float(reference)})
+    uniform: dict = {}
+    for b in budgets:  # uniform at every budget (at least at the reference)
+        if "uniform" in methods or b == reference:
+            res = runs.at(lambda: UniformPlanner(objective, **kw), [round(b * q)] * replays)
+            uniform[b] = res[0]
+            if "uniform" in methods:
+                rows.append(runs.row("uniform", f"{b:g}/question", res))
+    ours = lambda: TestTimePlanner(objective, **kw)  # noqa: E731
+    if "knapsack" in methods:
+        vs = f"uniform {reference:g}/question"
+        for b in budgets:
+            res = runs.at(ours, [round(b * q)] * replays)
+            rows.append(runs.row("knapsack", f"{b:g}/question", res, vs, uniform[reference]))
+    if objective != "majority":
+        return rows
+    sweeps = []
+    if "adaptive-consistency" in methods:
+        sweeps += [
+            ("adaptive-consistency", f"threshold {t:g}", AdaptiveConsistency, t)
+            for t in AC_THRESHOLDS
+        ]
+    if "esc" in methods:
+        sweeps += [("esc", f"window {w}", EarlyStoppingConsistency, w) for w in ESC_WINDOWS]
+    for name, setting, rule, arg in sweeps:
+        theirs = runs.at(lambda rule=rule, arg=arg: rule(arg, **kw), [max_samples * q] * replays)
+        rows.append(runs.row(name, setting, theirs))
+        if "knapsack" in methods:  # ours at exactly the samples of each of their runs
+            mine = runs.at(ours, [max(int(n.sum()), q) for n in theirs[1]])
+            rows.append(runs.row("knapsack", f"= {name} {setting}", mine, name, theirs[0]))
+    return rows
 
-    def run(make, budget: int):
-        res = [replay(make(), pool, budget, s) for s in seeds]
+
+class _Runs:
+    """Replays of one pool over fixed seeds, and the result rows they make."""
+
+    def __init__(self, pool: Pool, seeds: list[int], progress) -> None:
+        self.pool, self.seeds, self.progress = pool, seeds, progress
+
+    def at(self, make, budgets: list[int]):
+        """``make()``'s planner replayed once per seed, with that seed's budget: ``(solved
+        (R, Q) float, samples (R, Q) int, planner seconds)``."""
+        res = [
+            replay(make(), self.pool, int(b), s) for b, s in zip(budgets, self.seeds, strict=True)
+        ]
         solved = np.stack([r.solved for r in res]).astype(np.float64)
         samples = np.stack([r.samples for r in res])
         return solved, samples, sum(r.planner_seconds for r in res)
 
-    def row(method, setting, solved, samples, secs, vs=None, base=None):
+    def row(self, method: str, setting: str, res, vs: str | None = None, base=None) -> dict:
+        """A result row; with ``base`` (solved, (R, Q)) also the paired difference from it."""
+        solved, samples, secs = res
         acc, se = _mean_se(solved)
         out = {
             "method": method,
             "setting": setting,
-            "samples": float(samples.sum(axis=1).mean() / q),
+            "samples": float(samples.sum(axis=1).mean() / samples.shape[1]),
             "accuracy": acc,
             "se": se,
             "planner_ms_per_sample": 1e3 * secs / max(1, int(samples.sum())),
@@ -90,59 +135,9 @@ def compare(
         if base is not None:
             d, dse = _mean_se(solved - base)
             out.update(vs=vs, diff=d, diff_se=dse)
-        if progress:
-            progress(f"{method} {setting}: {out['samples']:.2f} samples, accuracy {acc:.4f}")
+        if self.progress:
+            self.progress(f"{method} {setting}: {out['samples']:.2f} samples, accuracy {acc:.4f}")
         return out
-
-    rows: list[dict] = []
-    uniform: dict = {}
-    budgets = sorted({float(b) for b in budgets} | {float(reference)})
-    ours = lambda: TestTimePlanner(objective, **kw)  # noqa: E731
-    for b in budgets:
-        total = int(round(b * q))
-        if "uniform" in methods or b == reference:
-            solved, samples, secs = run(lambda: UniformPlanner(objective, **kw), total)
-            uniform[b] = solved
-            if "uniform" in methods:
-                rows.append(row("uniform", f"{b:g}/question", solved, samples, secs))
-    ref = uniform[float(reference)]
-    for b in budgets:
-        if "knapsack" in methods:
-            total = int(round(b * q))
-            solved, samples, secs = run(ours, total)
-            vs = f"uniform {reference:g}/question"
-            rows.append(row("knapsack", f"{b:g}/question", solved, samples, secs, vs, ref))
-    if objective != "majority":
-        return rows
-    sweeps = []
-    if "adaptive-consistency" in methods:
-        sweeps += [
-            ("adaptive-consistency", f"threshold {t:g}", lambda t=t: AdaptiveConsistency(t, **kw))
-            for t in AC_THRESHOLDS
-        ]
-    if "esc" in methods:
-        sweeps += [
-            ("esc", f"window {w}", lambda w=w: EarlyStoppingConsistency(w, **kw))
-            for w in ESC_WINDOWS
-        ]
-    for name, setting, make in sweeps:
-        res = [replay(make(), pool, max_samples * q, s) for s in seeds]
-        solved = np.stack([r.solved for r in res]).astype(np.float64)
-        samples = np.stack([r.samples for r in res])
-        secs = sum(r.planner_seconds for r in res)
-        rows.append(row(name, setting, solved, samples, secs))
-        if "knapsack" in methods:  # ours at exactly the samples of each of their runs
-            mine = [
-                replay(ours(), pool, int(max(n.sum(), q)), s)
-                for n, s in zip(samples, seeds, strict=True)
-            ]
-            m_solved = np.stack([r.solved for r in mine]).astype(np.float64)
-            m_samples = np.stack([r.samples for r in mine])
-            m_secs = sum(r.planner_seconds for r in mine)
-            rows.append(
-                row("knapsack", f"= {name} {setting}", m_solved, m_samples, m_secs, name, solved)
-            )
-    return rows
 
 
 def summarise(rows: list[dict], reference: float = 16) -> dict:
