@@ -109,3 +109,19 @@ def test_samples_the_builtin_model_then_resumes(tmp_path, capsys):
     assert code == 0 and (out / "samples.jsonl").stat().st_mtime_ns == before
     code, _, err = run(capsys, *[a if a != "6" else "7" for a in argv])
     assert code == 2 and "sampled with other settings" in err
+
+
+@pytest.mark.parametrize("selector", ["best", "bom"])
+def test_best_of_n_needs_scores(tmp_path, capsys, write_pool, selector):
+    cache = write_pool(tmp_path / "c.jsonl")
+    argv = ["--cache", str(cache), "--objective", "best_of_n", "--selector", selector]
+    argv += ["--budgets", "2", "--reference", "4", "--replays", "2", "--max-samples", "24"]
+    code, stdout, err = run(capsys, *argv, "-o", str(tmp_path / "r"), "-q")
+    assert code == 0, err
+    assert "knapsack" in stdout and "adaptive-consistency" not in stdout
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text(
+        "".join(line.split(', "score"')[0] + "}\n" for line in cache.read_text().splitlines())
+    )
+    code, _, err = run(capsys, *["--cache", str(bare)] + argv[2:], "-o", str(tmp_path / "s"))
+    assert code == 2 and "without a score, which best_of_n needs" in err

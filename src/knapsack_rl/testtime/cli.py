@@ -25,7 +25,7 @@ from pathlib import Path
 from knapsack_rl.cliutil import Parser, fail, number_arg
 from knapsack_rl.io import InputError
 from knapsack_rl.testtime.compare import METHODS, compare, summarise
-from knapsack_rl.testtime.planner import OBJECTIVES
+from knapsack_rl.testtime.planner import OBJECTIVES, SELECTORS
 from knapsack_rl.testtime.replay import read_cache
 
 __all__ = ["build_parser", "main"]
@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run = p.add_argument_group("comparison")
     run.add_argument("--objective", choices=OBJECTIVES, default="majority")
+    run.add_argument(
+        "--selector",
+        choices=SELECTORS,
+        default="best",
+        help="best_of_n: the best-scored sample's answer, or Best-of-Majority (bom)",
+    )
     run.add_argument(
         "--budgets",
         type=_floats,
@@ -217,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             reference=args.reference,
             progress=log,
+            selector=args.selector,
         )
     except (InputError, ValueError) as e:
         return fail(PROG, str(e))

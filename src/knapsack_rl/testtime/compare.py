@@ -48,6 +48,7 @@ def compare(
     seed: int = 0,
     reference: float = 16,
     progress=None,
+    selector: str = "best",
 ) -> list[dict]:
     """Rows of results (see the module docstring).
 
@@ -60,6 +61,7 @@ def compare(
         max_samples: the most samples per question for every rule.
         reference: the uniform budget that the ``vs uniform`` columns compare with.
         progress: called with a short message per finished rule, or None.
+        selector: ``best_of_n``'s answer selector (``best`` or ``bom``), for every rule.
 
     Each row has ``method``, ``setting``, ``samples`` (mean per question), ``accuracy`` and
     ``se``; rows at equal samples to another rule also have ``vs``, ``diff`` and ``diff_se``.
@@ -69,17 +71,18 @@ def compare(
         raise ValueError(f"unknown method {bad[0]!r}; expected some of {', '.join(METHODS)}")
     runs = _Runs(pool, [seed + r for r in range(replays)], progress)
     kw = {"max_samples": max_samples}
+    pick = {"selector": selector} if objective == "best_of_n" else {}
     q = len(pool.ids)
     rows: list[dict] = []
     budgets = sorted({float(b) for b in budgets} | {float(reference)})
     uniform: dict = {}
     for b in budgets:  # uniform at every budget (at least at the reference)
         if "uniform" in methods or b == reference:
-            res = runs.at(lambda: UniformPlanner(objective, **kw), [round(b * q)] * replays)
+            res = runs.at(lambda: UniformPlanner(objective, **kw, **pick), [round(b * q)] * replays)
             uniform[b] = res[0]
             if "uniform" in methods:
                 rows.append(runs.row("uniform", f"{b:g}/question", res))
-    ours = lambda: TestTimePlanner(objective, **kw)  # noqa: E731
+    ours = lambda: TestTimePlanner(objective, **kw, **pick)  # noqa: E731
     if "knapsack" in methods:
         vs = f"uniform {reference:g}/question"
         for b in budgets:

@@ -103,6 +103,9 @@ class SamplerConfig:
             reasoning-gym with a pretrained model, nothing otherwise).
         extract: answer normalisation, ``'auto'``, ``'line'`` or ``'number'`` (module docstring).
         questions: number of test-split questions.
+        distinct: drop questions whose prompt repeats an earlier one (small arithmetic levels
+            and reasoning-gym generators with few distinct prompts repeat them), drawing
+            further test questions instead; ValueError if the task has too few.
         temperature: sampling temperature (0: greedy).
         max_new_tokens: longest completion in tokens (None: ``MAX_NEW_TOKENS[task]``).
         seed: seeds the questions (task seed), the warm-start and the sampling generator.
@@ -128,6 +131,7 @@ class SamplerConfig:
     instruction: str | None = None
     extract: str = "auto"
     questions: int = 200
+    distinct: bool = False
     temperature: float = 1.0
     max_new_tokens: int | None = None
     seed: int = 0
@@ -293,10 +297,23 @@ class ModelSampler:
 
     def _test_examples(self):
         cfg = self.cfg
-        try:
-            examples = self.task.examples(cfg.questions, "test")
-        except TypeError as e:  # reasoning-gym: an unknown generator setting
-            raise ValueError(f"rg_config: {e}") from None
+        n = cfg.questions
+        for factor in (1, 2, 4, 8, 16, 32) if cfg.distinct else (1,):
+            try:
+                examples = self.task.examples(n * factor, "test")
+            except TypeError as e:  # reasoning-gym: an unknown generator setting
+                raise ValueError(f"rg_config: {e}") from None
+            if cfg.distinct:
+                seen: set[str] = set()
+                examples = [e for e in examples if not (e.prompt in seen or seen.add(e.prompt))]
+            if len(examples) >= n:
+                examples = examples[:n]
+                break
+        else:
+            raise ValueError(
+                f"distinct: found only {len(examples)} distinct test questions in "
+                f"{n * factor} draws, fewer than questions={n}"
+            )
         if cfg.rg_level is None:
             return examples, [e.level for e in examples]
         values = []
@@ -450,7 +467,7 @@ def write_cache(
     path,
     sampler: ModelSampler,
     per_question: int = 64,
-    batch_questions: int = 8,
+    batch_questions: int = 4,
     progress: bool = False,
     overwrite: bool = False,
 ) -> dict:
