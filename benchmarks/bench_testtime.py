@@ -68,31 +68,43 @@ def replays(name: str, path: Path, n: int, out: list[str]) -> None:
 
 
 def overhead(out: list[str], questions: int = 200, per: int = 8) -> None:
-    """Planner time beside the built-in model's sampling time, driven in batches."""
+    """Planner time beside the built-in model's sampling time, driven in batches (each
+    batch of samples goes back to the planner in one ``record`` call, and one sample at
+    a time)."""
     from knapsack_rl.testtime.sampling import ModelSampler, SamplerConfig
 
     sampler = ModelSampler(SamplerConfig(questions=questions, seed=0).validate())
-    planner = TestTimePlanner("majority")
     ids = [q.id for q in sampler.questions]
-    t_plan = t_sample = 0.0
-    t = time.perf_counter()
-    sends = planner.start(ids, per * len(ids))
-    t_plan += time.perf_counter() - t
-    while sends.size:
+    lines = [
+        "\n## Overhead beside live sampling (built-in model)\n",
+        f"{questions} questions, {per} samples per question, majority.\n",
+        "| record calls | planner | sampling | planner / sampling |",
+        "|---|---|---|---|",
+    ]
+    for batched in (True, False):
+        planner = TestTimePlanner("majority")
+        t_plan = t_sample = 0.0
         t = time.perf_counter()
-        got = sampler.sample(sends)
-        t_sample += time.perf_counter() - t
-        t = time.perf_counter()
-        nxt = [planner.record(int(i), a, c, s) for i, (a, c, s) in zip(sends, got, strict=True)]
-        sends = np.concatenate(nxt) if nxt else np.zeros(0, np.int64)
+        sends = planner.start(ids, per * len(ids))
         t_plan += time.perf_counter() - t
-    planner.finish()
-    share = t_plan / t_sample
-    out.append(
-        f"\n## Overhead beside live sampling (built-in model)\n\n{questions} questions, {per} "
-        f"samples per question, majority: planner {t_plan:.3f} s, sampling {t_sample:.2f} s, "
-        f"**{100 * share:.2f}%** of sampling time.\n"
-    )
+        while sends.size:
+            t = time.perf_counter()
+            got = sampler.sample(sends)
+            t_sample += time.perf_counter() - t
+            a, c, s = zip(*got, strict=True)
+            t = time.perf_counter()
+            if batched:
+                sends = planner.record(sends, list(a), list(c), list(s))
+            else:
+                more = [planner.record(int(i), *x) for i, x in zip(sends, got, strict=True)]
+                sends = np.concatenate(more)
+            t_plan += time.perf_counter() - t
+        planner.finish()
+        how = "one per batch" if batched else "one per sample"
+        lines.append(
+            f"| {how} | {t_plan:.3f} s | {t_sample:.2f} s | **{100 * t_plan / t_sample:.1f}%** |"
+        )
+    out.append("\n".join(lines) + "\n")
     print(out[-1], flush=True)
 
 

@@ -59,8 +59,8 @@ class AdaptiveConsistency(TestTimePlanner):
         return bool(1.0 - betainc(top[0] + 1, top[1] + 1, 0.5) > self.threshold)
 
     def _gain(self, i: int) -> float:
-        n = int(self.samples[i])
-        if self.pending[i] or n >= self.max_samples or (n and self.stopped(i)):
+        n = self._n[i]
+        if self._q[i] or n >= self.max_samples or (n and self.stopped(i)):
             return -math.inf
         return 1.0
 
@@ -78,7 +78,7 @@ class EarlyStoppingConsistency(TestTimePlanner):
         super().__init__("majority", min_samples=self.window, max_samples=max_samples, **kwargs)
 
     def _gain(self, i: int) -> float:
-        n, q = int(self.samples[i]), int(self.pending[i])
+        n, q = self._n[i], self._q[i]
         if n + q >= self.max_samples:
             return -math.inf
         if (n + q) % self.window:

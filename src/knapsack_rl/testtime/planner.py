@@ -72,6 +72,29 @@ def _positive(v, name: str) -> float:
     return float(v)
 
 
+def _sample_problem(answer, correct, score, coverage: bool, best: bool) -> str | None:
+    """What is wrong with one sample's answer, ``correct`` and ``score`` (None: nothing)."""
+    if isinstance(answer, float) and math.isnan(answer):
+        return "answer is NaN (use None for no answer)"
+    if correct is None:
+        if coverage:
+            return "objective 'coverage' needs correct= for every sample"
+    elif not isinstance(correct, (bool, np.bool_)) and correct not in (0, 1):
+        return f"correct must be a bool, got {correct!r}"
+    if best:
+        if score is None:
+            return "objective 'best_of_n' needs score= for every sample"
+        if isinstance(score, bool) or not isinstance(score, (int, float, np.number)):
+            return f"score must be a number, got {score!r}"
+        if not math.isfinite(float(score)):
+            return f"score must be finite, got {score!r}"
+    return None
+
+
+def _scalar(index) -> bool:
+    return isinstance(index, (int, np.integer)) and not isinstance(index, bool)
+
+
 def check_question_ids(question_ids: Sequence[Hashable]) -> list:
     """The ids as a list; raises ``ValueError`` on an empty list, an unhashable id or a repeat."""
     ids = list(question_ids)
@@ -174,19 +197,19 @@ class TestTimePlanner:
                 f"{self.max_samples} * {m}"
             )
         self.ids, self.budget = ids, budget
-        self.samples = np.zeros(m, dtype=np.int64)  # recorded per question
-        self.pending = np.zeros(m, dtype=np.int64)  # requested, not yet back
+        self._n = [0] * m  # recorded per question (lists: the per-sample path stays cheap)
+        self._q = [0] * m  # requested, not yet back
         self.requested = 0
         self.answers: list[list] = [[] for _ in range(m)]
         self.correct: list[list[bool]] = [[] for _ in range(m)]
         self.scores: list[list[float]] = [[] for _ in range(m)]
         self._votes: list[dict] = [{} for _ in range(m)]
-        self.done = np.zeros(m, dtype=bool)  # solved (coverage) or accepted (best_of_n)
+        self._done = [False] * m  # solved (coverage) or accepted (best_of_n)
         self._pilot = self._first(m, budget)
         self._window = self.concurrency or self._pilot.size
         self._heap: list = []
         self._inflight = 0
-        self._version = np.zeros(m, dtype=np.int64)
+        self._ver = [0] * m
         self._open, self._finished = True, False
         return self._release()
 
@@ -196,8 +219,8 @@ class TestTimePlanner:
         and ``score`` (float; needed for ``best_of_n``); returns the positions to sample now."""
         self._check_open()
         idx, ans, cor, sco = self._check(index, answer, correct, score)
-        for i, a, c, s in zip(idx.tolist(), ans, cor, sco, strict=True):
-            self.pending[i] -= 1
+        for i, a, c, s in zip(idx, ans, cor, sco, strict=True):
+            self._q[i] -= 1
             self._inflight -= 1
             self._add(i, a, c, s)
             self._rank(i)
@@ -209,8 +232,8 @@ class TestTimePlanner:
         :meth:`record` would."""
         self._check_open()
         idx = self._positions(index)
-        for i in idx.tolist():
-            self.pending[i] -= 1
+        for i in idx:
+            self._q[i] -= 1
             self._inflight -= 1
             self.requested -= 1
             self._rank(i)
@@ -223,8 +246,23 @@ class TestTimePlanner:
         self._check_open()
         self._open, self._finished = False, True
         if self.objective == "coverage":
-            return self.done.copy()
+            return self.done
         return [self.choose(i) for i in range(len(self.ids))]
+
+    @property
+    def samples(self) -> np.ndarray:
+        """Samples recorded per question, int64 (Q,)."""
+        return np.asarray(self._n, dtype=np.int64)
+
+    @property
+    def pending(self) -> np.ndarray:
+        """Samples requested and not yet back per question, int64 (Q,)."""
+        return np.asarray(self._q, dtype=np.int64)
+
+    @property
+    def done(self) -> np.ndarray:
+        """Per question, solved (``coverage``) or accepted (``best_of_n``), bool (Q,)."""
+        return np.asarray(self._done, dtype=bool)
 
     @property
     def unused(self) -> int:
@@ -258,22 +296,22 @@ class TestTimePlanner:
         return np.tile(np.arange(m, dtype=np.int64), self.min_samples)
 
     def _add(self, i: int, answer, correct, score) -> None:
-        self.samples[i] += 1
+        self._n[i] += 1
         self.answers[i].append(answer)
         self.correct[i].append(correct)
         self.scores[i].append(score)
         if answer is not None:
             self._votes[i][answer] = self._votes[i].get(answer, 0) + 1
         if self.objective == "coverage" and correct:
-            self.done[i] = True
+            self._done[i] = True
         if self.objective == "best_of_n" and self.accept is not None and score >= self.accept:
-            self.done[i] = True
+            self._done[i] = True
 
     def _gain(self, i: int) -> float:
         """Question ``i``'s value per sample of its next samples (-inf: it can take none)."""
-        n, q = int(self.samples[i]), int(self.pending[i])
+        n, q = self._n[i], self._q[i]
         room = self.max_samples - n - q
-        if room <= 0 or self.done[i]:
+        if room <= 0 or self._done[i]:
             return -math.inf
         if n + q < self.min_samples:  # a dropped first sample: owed before anything else
             return math.inf
@@ -293,11 +331,10 @@ class TestTimePlanner:
         return _majority_gain(lead, second, rest, q, h)
 
     def _rank(self, i: int) -> None:
-        self._version[i] += 1
+        self._ver[i] += 1
         g = self._gain(i)
         if g > -math.inf:
-            n = int(self.samples[i] + self.pending[i])
-            heapq.heappush(self._heap, (-g, n, i, int(self._version[i])))
+            heapq.heappush(self._heap, (-g, self._n[i] + self._q[i], i, self._ver[i]))
 
     def _release(self) -> np.ndarray:
         out = []
@@ -305,7 +342,8 @@ class TestTimePlanner:
         if free > 0 and self._pilot.size:
             take, self._pilot = self._pilot[:free], self._pilot[free:]
             out.extend(take.tolist())
-            np.add.at(self.pending, take, 1)
+            for i in take.tolist():
+                self._q[i] += 1
             self._inflight += take.size
             self.requested += take.size
             free -= take.size
@@ -313,10 +351,10 @@ class TestTimePlanner:
                 self._rank(i)
         while free > 0 and self._heap:
             _, _, i, v = heapq.heappop(self._heap)
-            if v != self._version[i]:
+            if v != self._ver[i]:
                 continue  # stale entry
             out.append(i)
-            self.pending[i] += 1
+            self._q[i] += 1
             self._inflight += 1
             self.requested += 1
             free -= 1
@@ -330,7 +368,18 @@ class TestTimePlanner:
         if not self._open:
             raise ValueError("no run in progress; call start() first")
 
-    def _positions(self, index) -> np.ndarray:
+    def _positions(self, index) -> list[int]:
+        """The positions as ints, checked: in range, and requested but not back yet."""
+        if _scalar(index):
+            i = int(index)  # one sample: the common case, without array work
+            if not 0 <= i < len(self.ids):
+                raise ValueError(f"question position {i} is out of range (0..{len(self.ids) - 1})")
+            if self._q[i] < 1:
+                raise ValueError(
+                    f"question {self.ids[i]!r} (position {i}): 1 samples recorded "
+                    f"but {self._q[i]} requested and not yet back"
+                )
+            return [i]
         raw = np.asarray(index)
         if raw.dtype == bool or not np.issubdtype(raw.dtype, np.integer):
             raise ValueError(f"question positions must be integers, got {index!r}")
@@ -340,19 +389,20 @@ class TestTimePlanner:
         if bad.size:
             raise ValueError(f"question position {int(bad[0])} is out of range (0..{m - 1})")
         asked = np.bincount(idx, minlength=m)
-        over = np.flatnonzero(asked > self.pending)
+        pending = np.asarray(self._q, dtype=np.int64)
+        over = np.flatnonzero(asked > pending)
         if over.size:
             i = int(over[0])
             raise ValueError(
                 f"question {self.ids[i]!r} (position {i}): {int(asked[i])} samples recorded "
-                f"but {int(self.pending[i])} requested and not yet back"
+                f"but {int(pending[i])} requested and not yet back"
             )
-        return idx
+        return idx.tolist()
 
     def _check(self, index, answer, correct, score):
         idx = self._positions(index)
-        k = idx.size
-        many = np.ndim(index) > 0
+        k = len(idx)
+        many = not _scalar(index)
 
         def column(v, name):
             if not many:
@@ -365,27 +415,17 @@ class TestTimePlanner:
             return vals
 
         ans, cor, sco = column(answer, "answer"), column(correct, "correct"), column(score, "score")
-        for i, a, c, s in zip(idx.tolist(), ans, cor, sco, strict=True):
-            where = f"question {self.ids[i]!r} (position {i})"
+        coverage, best = self.objective == "coverage", self.objective == "best_of_n"
+        for i, a, c, s in zip(idx, ans, cor, sco):
+            problem = None
             try:
                 hash(a)
             except TypeError:
-                raise ValueError(f"{where}: answer {a!r} is not hashable") from None
-            if isinstance(a, float) and math.isnan(a):
-                raise ValueError(f"{where}: answer is NaN (use None for no answer)")
-            if self.objective == "coverage" and c is None:
-                raise ValueError(f"{where}: objective 'coverage' needs correct= for every sample")
-            if c is not None and not isinstance(c, (bool, np.bool_)) and c not in (0, 1):
-                raise ValueError(f"{where}: correct must be a bool, got {c!r}")
-            if self.objective == "best_of_n":
-                if s is None:
-                    raise ValueError(
-                        f"{where}: objective 'best_of_n' needs score= for every sample"
-                    )
-                if isinstance(s, bool) or not isinstance(s, (int, float, np.number)):
-                    raise ValueError(f"{where}: score must be a number, got {s!r}")
-                if not math.isfinite(float(s)):
-                    raise ValueError(f"{where}: score must be finite, got {s!r}")
+                problem = f"answer {a!r} is not hashable"
+            if problem is None:
+                problem = _sample_problem(a, c, s, coverage, best)
+            if problem is not None:
+                raise ValueError(f"question {self.ids[i]!r} (position {i}): {problem}")
         cor = [None if c is None else bool(c) for c in cor]
         sco = [None if s is None else float(s) for s in sco]
         return idx, ans, cor, sco
@@ -413,7 +453,7 @@ class TestTimePlanner:
             "ids": list(self.ids),
             "budget": self.budget,
             "requested": self.requested,
-            "pending": self.pending.tolist(),
+            "pending": list(self._q),
             "pilot": self._pilot.tolist(),
             "answers": [list(a) for a in self.answers],
             "correct": [list(c) for c in self.correct],
@@ -435,8 +475,8 @@ class TestTimePlanner:
         ):
             for a, c, s in zip(a_i, c_i, s_i, strict=True):
                 self._add(i, tuple(a) if isinstance(a, list) else a, c, s)  # JSON: tuple -> list
-        self.pending[:] = np.asarray(state["pending"], dtype=np.int64)
-        self._inflight = int(self.pending.sum())
+        self._q = [int(x) for x in state["pending"]]
+        self._inflight = sum(self._q)
         self.requested = int(state["requested"])
         self._pilot = np.asarray(state["pilot"], dtype=np.int64)
         for i in range(len(ids)):

@@ -51,7 +51,7 @@ __all__ = [
     "ModelSampler",
     "extract_answer",
     "write_cache",
-    "read_cache",
+    "cache_rows",
     "cache_stats",
 ]
 
@@ -248,11 +248,11 @@ class ModelSampler:
         dev = cfg.device
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if dev == "auto" else dev
         self.task = self._build_task()
+        self._examples, levels = self._test_examples()  # before the (slow) model load
         self.warmstart: dict | None = None
         self.model, self.tok, self.kind = self._load_model() if policy is None else policy
         self.model.eval()
         torch.set_num_threads(cfg.threads)
-        self._examples, levels = self._test_examples()
         if cfg.extract != "auto":
             self.extract = cfg.extract
         elif self.kind.startswith("builtin") or not all(
@@ -542,7 +542,7 @@ def write_cache(
         raise RuntimeError(f"{partial}: questions missing after sampling: {missing[:3]}")
     atomic_write_text(path, "".join(ln + "\n" for q in qs for ln in final[q.id]))
     partial.unlink()
-    stats = cache_stats(read_cache(path))
+    stats = cache_stats(cache_rows(path))
     stats.update(
         seconds=seconds,
         resumed=len(qs) - len(todo),
@@ -551,8 +551,9 @@ def write_cache(
     return stats
 
 
-def read_cache(path) -> list[dict]:
-    """The lines of a cache file as dicts."""
+def cache_rows(path) -> list[dict]:
+    """The lines of a cache file as dicts (the replay's reader is
+    :func:`knapsack_rl.testtime.replay.read_cache`)."""
     with open(path, encoding="utf-8") as fh:
         return [json.loads(ln) for ln in fh if ln.strip()]
 

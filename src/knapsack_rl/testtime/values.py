@@ -52,15 +52,15 @@ def change_probability(lead: float, second: float, rest: float, m_max: int) -> n
     p = np.where(k <= tt, np.exp(np.where(k <= tt, logp, -np.inf)), 0.0)
     swing = 2.0 * k - tt - d  # runner-up's final count minus the leader's
     g = (p * ((swing > 1e-9) + 0.5 * (np.abs(swing) <= 1e-9))).sum(axis=1)  # G(t)
-    out = np.empty(m_max + 1)
+    if rest <= 0:  # every new sample lands on the top two
+        out = g.copy()
+    else:  # t of the m new samples land on the top two: Beta-binomial(m; lead + second, rest)
+        mm = t[:, None]
+        with np.errstate(invalid="ignore"):
+            logw = _bb_logpmf(k, mm, lead + second, rest)
+        w = np.where(k <= mm, np.exp(np.where(k <= mm, logw, -np.inf)), 0.0)
+        out = w @ g
     out[0] = 0.0
-    for m in range(1, m_max + 1):
-        if rest <= 0:
-            out[m] = g[m]
-            continue
-        ts = t[: m + 1]
-        w = np.exp(_bb_logpmf(ts, np.float64(m), lead + second, rest))
-        out[m] = float(w @ g[: m + 1])
     return out
 
 
