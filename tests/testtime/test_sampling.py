@@ -12,9 +12,9 @@ import torch
 from knapsack_rl.testtime.sampling import (
     ModelSampler,
     SamplerConfig,
+    cache_rows,
     cache_stats,
     extract_answer,
-    read_cache,
     write_cache,
 )
 from knapsack_rl.training.sampler import generate
@@ -101,7 +101,7 @@ def test_extract_answer():
 
 
 def _check_file(path, sampler, per_question):
-    rows = read_cache(path)
+    rows = cache_rows(path)
     for r in rows:
         assert set(r) == KEYS
         assert r["answer"] is None or isinstance(r["answer"], str)
@@ -205,3 +205,42 @@ def test_cache_line_format(sampler, tmp_path):
     for line in path.read_text().splitlines():
         obj = json.loads(line)
         assert list(obj) == ["id", "answer", "correct", "score", "level"]
+
+
+def test_reasoning_gym_questions(sampler):
+    cfg = SamplerConfig(
+        task="reasoning_gym",
+        rg_name="chain_sum",
+        rg_config={"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1},
+        rg_level="num_terms",
+        questions=12,
+        distinct=True,
+        max_new_tokens=4,
+    )
+    # the built-in model's weights, posing as a pretrained one: numeric answers, instruction
+    s = ModelSampler(cfg, policy=(sampler.model, sampler.tok, "hf"))
+    assert s.extract == "number"
+    assert len({q.prompt for q in s.questions}) == 12
+    assert all(q.prompt.endswith(" Give only the final answer.") for q in s.questions)
+    assert {q.level for q in s.questions} == {0, 1}  # 2 and 3 terms
+    out = s.sample([0, 0, 11])
+    assert len(out) == 3
+    for (a, c, _), p in zip(out, [0, 0, 11]):
+        assert a is None or a.lstrip("-").isdigit()
+        if c:
+            assert a == s.questions[p].reference
+    with pytest.raises(ValueError, match="nope_task"):
+        ModelSampler(SamplerConfig(task="reasoning_gym", rg_name="nope_task", questions=2))
+    with pytest.raises(ValueError, match="distinct"):
+        ModelSampler(
+            SamplerConfig(
+                task="reasoning_gym",
+                rg_name="chain_sum",
+                rg_config={"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
+                questions=201,  # 200 distinct questions exist
+                distinct=True,
+            ),
+            policy=(sampler.model, sampler.tok, "hf"),
+        )
+    with pytest.raises(ValueError, match="rg_level"):
+        ModelSampler(_cfg(rg_level="num_terms"))
