@@ -277,40 +277,6 @@ def test_drop_returns_the_sample_to_the_budget():
     assert p.requested == 4 == p.samples.sum()
 
 
-def _brute_confidence(lead, second, rest, m):
-    """E[1 - I_0.5(winner, other) after m Polya-urn draws] - now, by enumeration."""
-    from scipy.special import betainc
-
-    def conf(x, y):
-        return 1.0 - betainc(max(x, y), min(x, y), 0.5)
-
-    total = 0.0
-    for seq in itertools.product(range(3), repeat=m):
-        w, c = 1.0, [lead, second, rest]
-        for s in seq:
-            w *= c[s] / sum(c)
-            c[s] += 1
-        total += w * conf(c[0], c[1])
-    return total - conf(lead, second)
-
-
-@settings(max_examples=30, deadline=None)
-@given(
-    lead=st.integers(1, 5),
-    gap=st.integers(0, 4),
-    rest=st.sampled_from([0.0, 1.0, 2.5]),
-    m=st.integers(1, 5),
-)
-def test_confidence_gain_matches_brute_force(lead, gap, rest, m):
-    from knapsack_rl.testtime.values import mode_confidence_gain
-
-    second = float(max(lead - gap, 1))
-    got = mode_confidence_gain(float(lead), second, rest, m)
-    assert got[0] == 0.0
-    for k in range(1, m + 1):
-        assert got[k] == pytest.approx(_brute_confidence(float(lead), second, rest, k), abs=1e-10)
-
-
 def test_unanswered_questions_do_not_drain_the_budget():
     """A question that never gives an answer is worth less with every empty sample; a
     contested one keeps its value."""

@@ -50,20 +50,12 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from knapsack_rl.testtime.values import (
-    block_gain,
-    change_probability,
-    coverage_gain,
-    mode_confidence_gain,
-)
+from knapsack_rl.testtime.values import block_gain, change_probability, coverage_gain
 
 __all__ = ["OBJECTIVES", "SELECTORS", "TestTimePlanner", "check_question_ids"]
 
 OBJECTIVES = ("majority", "coverage", "best_of_n")
 SELECTORS = ("best", "bom")
-#: what more samples are worth to a ``majority`` question: the chance they change its winner,
-#: or the expected rise in the posterior chance that its winner is the most likely answer
-MAJORITY_VALUES = ("change", "confidence")
 
 
 def _int(v, name: str, low: int = 1) -> int:
@@ -120,10 +112,9 @@ def check_question_ids(question_ids: Sequence[Hashable]) -> list:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _majority_gain(lead, second, rest, pending: int, block: int, value: str) -> float:
+def _majority_gain(lead: float, second: float, rest: float, pending: int, block: int) -> float:
     # a run revisits the same small counts many times: cache the value
-    fn = change_probability if value == "change" else mode_confidence_gain
-    return block_gain(fn(lead, second, rest, pending + block), pending, block)
+    return block_gain(change_probability(lead, second, rest, pending + block), pending, block)
 
 
 class TestTimePlanner:
@@ -139,9 +130,6 @@ class TestTimePlanner:
         accept: a score at or above which a question is done (``best_of_n``; None: never).
         selector: ``best`` or ``bom`` (Best-of-Majority), for ``best_of_n``.
         min_share: Best-of-Majority's least share of the votes for an answer to be chosen.
-        value: what more samples are worth to a ``majority`` (and ``best_of_n``) question:
-            ``change``, the chance they change its winner, or ``confidence``, the expected
-            rise in the chance that its winner is its most likely answer.
     """
 
     __test__ = False  # not a pytest class
@@ -159,7 +147,6 @@ class TestTimePlanner:
         accept: float | None = None,
         selector: str = "best",
         min_share: float = 0.2,
-        value: str = "change",
     ) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
@@ -189,9 +176,6 @@ class TestTimePlanner:
         if not 0 <= min_share <= 1:
             raise ValueError(f"min_share must be in [0, 1], got {min_share!r}")
         self.min_share = float(min_share)
-        if value not in MAJORITY_VALUES:
-            raise ValueError(f"value must be one of {', '.join(MAJORITY_VALUES)}, got {value!r}")
-        self.value = value
         self._open = False
         self._finished = False
         self.ids: list = []
@@ -345,7 +329,7 @@ class TestTimePlanner:
         else:
             second, rest = self.alpha, float(n - top[0])
         h = min(self.lookahead, room)
-        return _majority_gain(lead, second, rest, q, h, self.value)
+        return _majority_gain(lead, second, rest, q, h)
 
     def _rank(self, i: int) -> None:
         self._ver[i] += 1
@@ -461,7 +445,6 @@ class TestTimePlanner:
             "accept": self.accept,
             "selector": self.selector,
             "min_share": self.min_share,
-            "value": self.value,
         }
         if not (self._open or self._finished):
             return {"config": cfg, "open": False}

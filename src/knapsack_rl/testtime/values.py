@@ -11,12 +11,6 @@ answer overtaking both is left out, so it is a slight underestimate; with one an
 seen, the runner-up is the "other" mass as a single answer, an overestimate for
 questions seen once.
 
-:func:`mode_confidence_gain` is the other value the planner offers: how much ``m`` more
-samples raise the posterior probability that the answer chosen is the most likely one
-(the leader's share beats the runner-up's: ``1 - I_0.5(c_1, c_2)`` for the two groups'
-Dirichlet marginal), in expectation. A question whose answers scatter gains little from a
-few more samples under it, although its winner changes often.
-
 Coverage: a question's pass rate has a Beta posterior; :func:`coverage_gain` is the
 probability that one more sample is the question's first correct one.
 """
@@ -24,9 +18,9 @@ probability that one more sample is the question's first correct one.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import betainc, betaln, gammaln
+from scipy.special import betaln, gammaln
 
-__all__ = ["change_probability", "mode_confidence_gain", "block_gain", "coverage_gain"]
+__all__ = ["change_probability", "block_gain", "coverage_gain"]
 
 
 def _bb_logpmf(k: np.ndarray, t: np.ndarray, a: float, b: float) -> np.ndarray:
@@ -66,41 +60,6 @@ def change_probability(lead: float, second: float, rest: float, m_max: int) -> n
             logw = _bb_logpmf(k, mm, lead + second, rest)
         w = np.where(k <= mm, np.exp(np.where(k <= mm, logw, -np.inf)), 0.0)
         out = w @ g
-    out[0] = 0.0
-    return out
-
-
-def _top_two(lead: float, second: float, rest: float, m_max: int):
-    """Shared by the majority values: ``(t, k, mask, p, w)`` where ``p[t, k]`` is the chance
-    that ``k`` of ``t`` new samples on the top two go to the runner-up, and ``w[m, t]`` the
-    chance that ``t`` of ``m`` new samples land on the top two."""
-    t = np.arange(m_max + 1, dtype=np.float64)
-    k, tt = t[None, :], t[:, None]
-    mask = k <= tt
-    with np.errstate(invalid="ignore"):
-        logp = _bb_logpmf(k, tt, second, lead)
-        p = np.where(mask, np.exp(np.where(mask, logp, -np.inf)), 0.0)
-        if rest <= 0:
-            w = np.eye(m_max + 1)
-        else:
-            logw = _bb_logpmf(k, tt, lead + second, rest)
-            w = np.where(mask, np.exp(np.where(mask, logw, -np.inf)), 0.0)
-    return t, k, mask, p, w
-
-
-def mode_confidence_gain(lead: float, second: float, rest: float, m_max: int) -> np.ndarray:
-    """E[confidence after m more samples] - confidence now, for m = 0..m_max; float64.
-
-    Confidence: the posterior probability that the winner's share beats the other's,
-    ``1 - I_0.5(winner, other)`` (0.5 at a tie). Arguments as :func:`change_probability`.
-    """
-    t, k, mask, p, w = _top_two(lead, second, rest, m_max)
-    runner, leader = second + k, lead + t[:, None] - k
-    hi, lo = np.maximum(runner, leader), np.minimum(runner, leader)
-    conf = 1.0 - betainc(hi, lo, 0.5)
-    h = (p * np.where(mask, conf, 0.0)).sum(axis=1)  # E[confidence | t on the top two]
-    now = 1.0 - betainc(max(lead, second), min(lead, second), 0.5)
-    out = w @ h - now
     out[0] = 0.0
     return out
 
