@@ -67,6 +67,7 @@ from knapsack_rl.planning.session import (
     TRACKER_FILE,
     AllocationConfig,
     AllocationSession,
+    SessionBacked,
 )
 from knapsack_rl.tracking import (
     TRACKERS,
@@ -480,7 +481,7 @@ def _pilot_mask(pilot: np.ndarray, rollouts: np.ndarray, nproc: int) -> np.ndarr
     return mask.reshape(-1)
 
 
-class KnapsackGRPOTrainer(GRPOTrainer):
+class KnapsackGRPOTrainer(SessionBacked, GRPOTrainer):
     """``trl.GRPOTrainer`` with a per-prompt rollout budget chosen at every generation step.
 
     Takes the same arguments as ``GRPOTrainer``; ``args`` must be a
@@ -523,16 +524,6 @@ class KnapsackGRPOTrainer(GRPOTrainer):
         self.last_allocation: Allocation | None = None
         self._knapsack_rewards: torch.Tensor | None = None
         self._pilot: dict | None = None  # this process's pilot, during a rounds step
-
-    @property
-    def tracker(self) -> Tracker:
-        """The per-prompt success tracker (the session's for ``rounds``)."""
-        return self._tracker if self.session is None else self.session.tracker
-
-    @property
-    def planner(self):
-        """The session's planner (``rounds``), or None for one-shot methods."""
-        return None if self.session is None else self.session.planner
 
     # ------------------------------------------------------------- sampling
     def get_train_dataloader(self):

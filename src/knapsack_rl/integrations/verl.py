@@ -76,6 +76,7 @@ from knapsack_rl.planning.session import (
     TRACKER_FILE,
     AllocationConfig,
     AllocationSession,
+    SessionBacked,
 )
 from knapsack_rl.tracking import TRACKERS, Tracker, load_tracker, make_tracker
 
@@ -513,7 +514,7 @@ def _as_list(v) -> list:
 
 
 # --- driver-side state (verl-free apart from the arrays it is given) ----------
-class KnapsackState:
+class KnapsackState(SessionBacked):
     """Tracker, allocator or round planner, and the uid -> prompt-id map of one run (driver side).
 
     One-shot methods: :meth:`allocate` gives each prompt its group, :meth:`observe` feeds the
@@ -544,16 +545,6 @@ class KnapsackState:
         self._rollouts: list[np.ndarray] = []
         self._seconds = 0.0
         self.pilot_seconds = 0.0  # rounds=2: the driver's wait for the pilot, per step
-
-    @property
-    def tracker(self) -> Tracker:
-        """The run's success-rate tracker (the session's for ``rounds`` and ``stream``)."""
-        return self._tracker if self.session is None else self.session.tracker
-
-    @property
-    def planner(self):
-        """The session's planner (``rounds``, ``stream``), or None for one-shot methods."""
-        return None if self.session is None else self.session.planner
 
     @property
     def two_rounds(self) -> bool:

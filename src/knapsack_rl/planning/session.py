@@ -44,6 +44,7 @@ from knapsack_rl.metrics import allocation_stats, pilot_stats, tie_break_stats
 __all__ = [
     "AllocationConfig",
     "AllocationSession",
+    "SessionBacked",
     "StepRecord",
     "ALLOCATION_METHODS",
     "TRACKER_FILE",
@@ -277,6 +278,25 @@ class StepRecord:
     allocation: Allocation | None = None
     seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+class SessionBacked:
+    """For engine adapters: ``tracker`` and ``planner`` come from ``self.session`` (an
+    :class:`AllocationSession`, for the planned methods) or, for one-shot methods
+    (``session`` None), from ``self._tracker`` with no planner."""
+
+    session: AllocationSession | None
+    _tracker: Any
+
+    @property
+    def tracker(self):
+        """The run's success-rate tracker (the session's for planned methods)."""
+        return self._tracker if self.session is None else self.session.tracker
+
+    @property
+    def planner(self):
+        """The session's planner, or None for one-shot methods."""
+        return None if self.session is None else self.session.planner
 
 
 class AllocationSession:

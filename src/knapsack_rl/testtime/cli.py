@@ -45,6 +45,19 @@ def _floats(text: str) -> list[float]:
     return out
 
 
+# (group, flag, type, default, help) of the number options
+_NUMBERS = (
+    ("samples", "--questions", int, 200, "test questions to sample"),
+    ("samples", "--pool", int, 64, "samples cached per question"),
+    ("samples", "--sft-steps", int, 1000, "built-in model: supervised warm-start steps"),
+    ("samples", "--temperature", float, 1.0, "sampling temperature"),
+    ("comparison", "--reference", float, 16.0, "the uniform budget the 'vs' columns compare with"),
+    ("comparison", "--replays", int, 20, "seeded sample orders"),
+    ("comparison", "--max-samples", int, 64, "most samples per question, every rule (<= the pool)"),
+    ("comparison", "--seed", int, 0, "first replay seed; also the sampling seed"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``knapsack-rl testtime``."""
     p = Parser(
@@ -54,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="See docs/testtime.md for the planner, the cache format and the estimators.",
     )
-    src = p.add_argument_group("samples")
+    src, run = p.add_argument_group("samples"), p.add_argument_group("comparison")
+    groups = {"samples": src, "comparison": run}
     src.add_argument("--cache", metavar="FILE", help="replay this JSONL cache of samples")
     src.add_argument(
         "--model",
@@ -66,31 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--task", choices=("arithmetic", "reasoning_gym"), default="arithmetic", help="questions"
     )
     src.add_argument("--rg-name", default="basic_arithmetic", help="reasoning-gym generator")
-    src.add_argument(
-        "--questions",
-        type=number_arg(int, "--questions"),
-        default=200,
-        metavar="N",
-        help="test questions to sample (200)",
-    )
-    src.add_argument(
-        "--pool",
-        type=number_arg(int, "--pool"),
-        default=64,
-        metavar="N",
-        help="samples cached per question (64)",
-    )
-    src.add_argument(
-        "--sft-steps",
-        type=number_arg(int, "--sft-steps"),
-        default=1000,
-        metavar="N",
-        help="built-in model: supervised warm-start steps (1000)",
-    )
-    src.add_argument(
-        "--temperature", type=number_arg(float, "--temperature"), default=1.0, metavar="T"
-    )
-    run = p.add_argument_group("comparison")
     run.add_argument("--objective", choices=OBJECTIVES, default="majority")
     run.add_argument(
         "--selector",
@@ -106,30 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="samples per question for uniform and knapsack (1,2,4,6.4,8,16)",
     )
     run.add_argument(
-        "--reference",
-        type=number_arg(float, "--reference"),
-        default=16.0,
-        metavar="N",
-        help="the uniform budget the 'vs' columns compare with (16)",
-    )
-    run.add_argument(
-        "--replays",
-        type=number_arg(int, "--replays"),
-        default=20,
-        metavar="N",
-        help="seeded sample orders (20)",
-    )
-    run.add_argument(
-        "--max-samples",
-        type=number_arg(int, "--max-samples"),
-        default=64,
-        metavar="N",
-        help="most samples per question, every rule (64; at most the pool)",
-    )
-    run.add_argument(
         "--methods", default=",".join(METHODS), metavar="LIST", help="comma list of rules"
     )
-    run.add_argument("--seed", type=number_arg(int, "--seed"), default=0, metavar="S")
+    for group, flag, kind, default, help_ in _NUMBERS:
+        groups[group].add_argument(
+            flag,
+            type=number_arg(kind, flag),
+            default=default,
+            metavar="N" if kind is int else "X",
+            help=f"{help_} ({default:g})",
+        )
     p.add_argument("-o", "--out", default="testtime-report", metavar="DIR", help="output folder")
     p.add_argument("--no-plots", action="store_true", help="report without the PNG plot")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
