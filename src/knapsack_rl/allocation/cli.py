@@ -122,35 +122,9 @@ def _main(argv: Sequence[str] | None) -> int:
     def fail(msg: str) -> int:
         return _fail(PROG, msg)
 
-    if (args.stats is None) == (not args.example):
-        return fail("give a STATS file or --example (not both)")
-    if (args.cost_column is None) != (args.token_budget is None):
-        return fail("--cost-column and --token-budget go together")
-    if args.token_budget is None and args.budget is None and args.per_prompt is None:
-        return fail(
-            "one of --budget or --per-prompt (or --cost-column with --token-budget) is required"
-        )
-    if args.token_budget is not None and (args.budget is not None or args.per_prompt is not None):
-        return fail("give --token-budget or --budget/--per-prompt, not both")
-    if args.min_rollouts > args.max_rollouts:
-        return fail(f"--min ({args.min_rollouts}) > --max ({args.max_rollouts})")
-    if args.min_rollouts < 1:
-        return fail(f"--min must be >= 1, got {args.min_rollouts}")
-    outputs = [(args.output, FORMATS), (args.plot, (".png",))]
-    for out, kinds in outputs:
-        if out is None:
-            continue
-        if Path(out).suffix.lower() not in kinds:
-            return fail(f"{out}: unsupported output type; use {' or '.join(kinds)}")
-        if args.stats is not None and same_file(out, args.stats):
-            return fail(f"{out}: is the input file; choose another output")
-        problem = check_output(out)
-        if problem:
-            return fail(problem)
-    if args.output and args.plot and same_file(args.output, args.plot):
-        return fail(f"{args.plot}: -o and --plot name the same file")
-    if args.plot and importlib.util.find_spec("matplotlib") is None:
-        return fail("--plot needs matplotlib (pip install knapsack-rl[plot])")
+    problem = _option_problem(args) or _output_problem(args)
+    if problem:
+        return fail(problem)
     try:
         stats = example_batch() if args.example else read_stats(args.stats, args.cost_column)
     except StatsError as e:
@@ -205,6 +179,49 @@ def _main(argv: Sequence[str] | None) -> int:
             )
         except OSError as e:
             return fail(f"cannot write {args.plot}: {e.strerror or e}")
+    print(_summary(args, result, m), file=sys.stderr)
+    return 0
+
+
+def _option_problem(args) -> str | None:
+    """What is wrong with the options themselves (None: nothing)."""
+    if (args.stats is None) == (not args.example):
+        return "give a STATS file or --example (not both)"
+    if (args.cost_column is None) != (args.token_budget is None):
+        return "--cost-column and --token-budget go together"
+    if args.token_budget is None and args.budget is None and args.per_prompt is None:
+        return "one of --budget or --per-prompt (or --cost-column with --token-budget) is required"
+    if args.token_budget is not None and (args.budget is not None or args.per_prompt is not None):
+        return "give --token-budget or --budget/--per-prompt, not both"
+    if args.min_rollouts > args.max_rollouts:
+        return f"--min ({args.min_rollouts}) > --max ({args.max_rollouts})"
+    if args.min_rollouts < 1:
+        return f"--min must be >= 1, got {args.min_rollouts}"
+    return None
+
+
+def _output_problem(args) -> str | None:
+    """What is wrong with ``-o`` and ``--plot`` (None: nothing)."""
+    outputs = [(args.output, FORMATS), (args.plot, (".png",))]
+    for out, kinds in outputs:
+        if out is None:
+            continue
+        if Path(out).suffix.lower() not in kinds:
+            return f"{out}: unsupported output type; use {' or '.join(kinds)}"
+        if args.stats is not None and same_file(out, args.stats):
+            return f"{out}: is the input file; choose another output"
+        problem = check_output(out)
+        if problem:
+            return problem
+    if args.output and args.plot and same_file(args.output, args.plot):
+        return f"{args.plot}: -o and --plot name the same file"
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        return "--plot needs matplotlib (pip install knapsack-rl[plot])"
+    return None
+
+
+def _summary(args, result, m: int) -> str:
+    """The one line printed to stderr after an allocation."""
     r = result.rollouts
     spent = f"{int(r.sum())} rollouts" + (f" (budget {result.budget})" if result.budget else "")
     if result.token_cost is not None:
@@ -212,13 +229,11 @@ def _main(argv: Sequence[str] | None) -> int:
     bound = ""
     if result.upper_bound is not None and result.gap:
         bound = f", upper bound {result.upper_bound:.6g} (gap {100 * result.gap:.3g}%)"
-    print(
+    return (
         f"{PROG}: {m} prompts, {spent}, method {args.method}, objective {result.objective:.6g}"
         f"{bound}, rollouts min/mean/max {r.min()}/{r.mean():.2f}/{r.max()}, "
-        f"{1000 * result.seconds:.2f} ms",
-        file=sys.stderr,
+        f"{1000 * result.seconds:.2f} ms"
     )
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
