@@ -64,7 +64,20 @@ def replays(name: str, path: Path, n: int, out: list[str]) -> None:
                 f"+- {s['uniform_reference']['se']:.4f}) from {m['samples']:.2f} samples per question "
                 f"({m['share_of_reference']:.2f}x).\n"
             )
-        print(out[-2] + (out[-1] if s.get("knapsack_matches_at") else ""), flush=True)
+        if objective == "coverage":  # pass@1 estimated from what each rule drew
+            est = [
+                {
+                    "method": r["method"],
+                    "setting": r["setting"],
+                    "samples": r["samples"],
+                    "pooled": r["pass@1_pooled"],
+                    "posterior": r["pass@1_posterior"],
+                    "pool": rates.mean(),
+                }
+                for r in rows
+            ]
+            out.append(f"\npass@1 from the samples drawn:\n\n```\n{format_table(est)}\n```\n")
+        print("".join(out[-3:]), flush=True)
 
 
 def overhead(out: list[str], questions: int = 200, per: int = 8) -> None:

@@ -94,3 +94,16 @@ def test_compare_pairs_rules_at_equal_samples(tmp_path, write_pool):
     assert {r["method"] for r in cov} == {"uniform", "knapsack"}
     with pytest.raises(ValueError, match="unknown method 'vote'"):
         compare(pool, methods=("vote",))
+
+
+def test_compare_estimates_pass_at_1_from_what_each_rule_drew(tmp_path, write_pool):
+    """Coverage stops solved questions, so the pooled rate of what it drew falls far below
+    the pool's own pass rate; the posterior under a fitted prior stays near it."""
+    pool = read_cache(write_pool(tmp_path / "c.jsonl", m=60))
+    truth = pool.pass_rates().mean()
+    rows = compare(pool, "coverage", budgets=(8,), replays=3, max_samples=24, reference=8)
+    planner = next(r for r in rows if r["method"] == "knapsack")
+    uniform = next(r for r in rows if r["method"] == "uniform")
+    assert planner["pass@1_pooled"] < truth - 0.1
+    assert abs(planner["pass@1_posterior"] - truth) < 0.05
+    assert abs(uniform["pass@1_pooled"] - truth) < 0.05  # fixed counts: no bias

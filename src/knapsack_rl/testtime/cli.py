@@ -215,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cache": str(cache),
         "questions": len(pool.ids),
         "replays": args.replays,
+        "pool_pass@1": float(pool.pass_rates().mean()),  # what the rows' estimates aim at
         "seconds": time.perf_counter() - t0,
         **summarise(rows, args.reference),
     }

@@ -19,6 +19,7 @@ from knapsack_rl.testtime.baselines import (
     EarlyStoppingConsistency,
     UniformPlanner,
 )
+from knapsack_rl.testtime.estimators import fit_prior, pooled_pass_at_1, posterior_pass_at_k
 from knapsack_rl.testtime.planner import TestTimePlanner
 from knapsack_rl.testtime.replay import Pool, replay
 
@@ -115,17 +116,20 @@ class _Runs:
 
     def at(self, make, budgets: list[int]):
         """``make()``'s planner replayed once per seed, with that seed's budget: ``(solved
-        (R, Q) float, samples (R, Q) int, planner seconds)``."""
+        (R, Q) float, samples (R, Q) int, planner seconds, correct samples (R, Q) int)``."""
         res = [
             replay(make(), self.pool, int(b), s) for b, s in zip(budgets, self.seeds, strict=True)
         ]
         solved = np.stack([r.solved for r in res]).astype(np.float64)
         samples = np.stack([r.samples for r in res])
-        return solved, samples, sum(r.planner_seconds for r in res)
+        right = np.stack([r.correct for r in res])
+        return solved, samples, sum(r.planner_seconds for r in res), right
 
     def row(self, method: str, setting: str, res, vs: str | None = None, base=None) -> dict:
-        """A result row; with ``base`` (solved, (R, Q)) also the paired difference from it."""
-        solved, samples, secs = res
+        """A result row; with ``base`` (solved, (R, Q)) also the paired difference from it.
+        Every row also estimates the mean pass@1 from the samples its rule drew: pooled
+        (``sum c / sum n``) and by the Beta posterior under a fitted prior."""
+        solved, samples, secs, right = res
         acc, se = _mean_se(solved)
         out = {
             "method": method,
@@ -138,6 +142,12 @@ class _Runs:
         if base is not None:
             d, dse = _mean_se(solved - base)
             out.update(vs=vs, diff=d, diff_se=dse)
+        pooled = [pooled_pass_at_1(c, n) for c, n in zip(right, samples, strict=True)]
+        post = [
+            float(posterior_pass_at_k(c, n, 1, fit_prior(c, n)).mean())
+            for c, n in zip(right, samples, strict=True)
+        ]
+        out["pass@1_pooled"], out["pass@1_posterior"] = float(np.mean(pooled)), float(np.mean(post))
         if self.progress:
             self.progress(f"{method} {setting}: {out['samples']:.2f} samples, accuracy {acc:.4f}")
         return out

@@ -146,11 +146,13 @@ class ReplayResult:
         solved: per question, whether the outcome is right, bool (Q,): the chosen answer is
             correct (majority, best_of_n) or any sample was (coverage).
         planner_seconds: time spent inside the planner's calls.
+        correct: correct samples drawn per question, int64 (Q,).
     """
 
     samples: np.ndarray
     solved: np.ndarray
     planner_seconds: float
+    correct: np.ndarray | None = None
 
     @property
     def accuracy(self) -> float:
@@ -179,6 +181,7 @@ def replay(planner, pool: Pool, budget: int, seed: int = 0) -> ReplayResult:
     rng = np.random.default_rng(seed)
     order = [rng.permutation(n) for n in pool.sizes.tolist()]
     drawn = np.zeros(len(pool.ids), dtype=np.int64)
+    right = np.zeros(len(pool.ids), dtype=np.int64)
     has_score = planner.objective == "best_of_n"
     t = time.perf_counter()
     queue = deque(planner.start(pool.ids, budget).tolist())
@@ -187,6 +190,7 @@ def replay(planner, pool: Pool, budget: int, seed: int = 0) -> ReplayResult:
         i = queue.popleft()
         k = order[i][drawn[i]]
         drawn[i] += 1
+        right[i] += bool(pool.correct[i][k])
         score = float(pool.scores[i][k]) if has_score else None
         t = time.perf_counter()
         more = planner.record(i, pool.answers[i][k], bool(pool.correct[i][k]), score)
@@ -197,4 +201,4 @@ def replay(planner, pool: Pool, budget: int, seed: int = 0) -> ReplayResult:
         solved = np.asarray(chosen, dtype=bool)
     else:
         solved = np.asarray([pool.is_correct(i, a) for i, a in enumerate(chosen)], dtype=bool)
-    return ReplayResult(drawn, solved, spent)
+    return ReplayResult(drawn, solved, spent, right)
