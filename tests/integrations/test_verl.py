@@ -1049,3 +1049,25 @@ def test_stream_settings_are_checked(kv, data_dir, tmp_path):
         cfg = compose(kv, data_dir, tmp_path / "c", "knapsack.method=stream", bad)
         with pytest.raises(kv.KnapsackConfigError, match=message):
             kv.check_config(cfg)
+
+
+def test_poll_sessions_fetches_only_new_sessions(kv, monkeypatch):
+    import torch
+
+    fake = FakeTQ()
+    monkeypatch.setattr(kv, "tq", fake)
+    fake.kv_batch_put(["u1"], "train", tags=[{"is_prompt": True, "status": "running"}])
+    fake.kv_batch_put(
+        ["u1_0_0", "u1_1_0"],
+        "train",
+        tags=[{"status": "success"}] * 2,
+        fields={"rm_scores": [torch.tensor([0.0, r]) for r in (1.0, 0.0)]},
+    )
+    fetched = []
+    get = fake.kv_batch_get
+    monkeypatch.setattr(
+        fake, "kv_batch_get", lambda keys, **kw: fetched.append(list(keys)) or get(keys, **kw)
+    )
+    uids, sessions, rewards, status = kv.poll_sessions(["u1"], skip={("u1", 0)})
+    assert fetched == [["u1_1_0"]] and uids == ["u1"] and sessions.tolist() == [1]
+    assert rewards.tolist() == [0.0] and status == {"u1": "running"}

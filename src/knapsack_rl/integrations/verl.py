@@ -799,31 +799,37 @@ def wait_for_round(
             )
             last_log = time.monotonic()
         time.sleep(poll_seconds)
-    keys = [k for k in items if "_" in k and k.split("_")[0] in wanted]
-    tags = [items[k] for k in keys]
-    scores = []
-    if keys:
-        data = tq.kv_batch_get(keys=keys, partition_id=partition_id, select_fields=["rm_scores"])
-        scores = list(data["rm_scores"])
-    got, sessions, rewards = step_sessions(keys, tags, scores)
+    got, sessions, rewards = _sessions(items, wanted, partition_id)
     return got, sessions, rewards, [u for u, v in status.items() if v == "failure"]
 
 
 def poll_sessions(
-    uids: list[str], partition_id: str = "train"
+    uids: list[str], partition_id: str = "train", skip=frozenset()
 ) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, str]]:
     """The sessions of ``uids`` in TransferQueue now, without waiting: ``(uids, sessions,
-    rewards)`` of every session written so far, and each group's status."""
+    rewards)`` of every session written so far except the ``(uid, session)`` pairs in
+    ``skip`` (their rewards are not fetched again), and each group's status."""
     wanted = set(uids)
     items = (tq.kv_list(partition_id=partition_id) or {}).get(partition_id, {})
     status = {u: (items.get(u) or {}).get("status") for u in wanted}
-    keys = [k for k in items if "_" in k and k.split("_")[0] in wanted]
+    return (*_sessions(items, wanted, partition_id, skip), status)
+
+
+def _sessions(items: dict, wanted: set, partition_id: str, skip=frozenset()):
+    """``(uids, sessions, rewards)`` of the session entries in a TransferQueue listing
+    whose uid is in ``wanted`` and whose ``(uid, session)`` is not in ``skip``."""
+    keys = []
+    for k in items:
+        if "_" not in k or k.split("_")[0] not in wanted:
+            continue
+        uid, session, _ = k.rsplit("_", 2)
+        if (uid, int(session)) not in skip:
+            keys.append(k)
     scores = []
     if keys:
         data = tq.kv_batch_get(keys=keys, partition_id=partition_id, select_fields=["rm_scores"])
         scores = list(data["rm_scores"])
-    got, sessions, rewards = step_sessions(keys, [items[k] for k in keys], scores)
-    return got, sessions, rewards, status
+    return step_sessions(keys, [items[k] for k in keys], scores)
 
 
 # --- the trainer ---------------------------------------------------------------
@@ -899,9 +905,13 @@ class KnapsackPPOTrainer(PPOTrainerSync):
         requested = requested.astype(np.int64).copy()
         failed: set[str] = set()
         pos = {u: k for k, u in enumerate(uids)}
+        back = np.zeros(len(uids), dtype=np.int64)  # sessions returned per prompt
+        seen: set[tuple[str, int]] = set()
         last_log = time.monotonic()
         while True:
-            got, sessions, rewards, status = poll_sessions(uids)
+            got, sessions, rewards, status = poll_sessions(uids, skip=seen)  # only new ones
+            seen.update(zip(got, sessions.tolist()))
+            back += np.bincount([pos[u] for u in got], minlength=len(uids))
             new = [u for u, v in status.items() if v == "failure" and u not in failed]
             failed.update(new)
             extra = self.knapsack.stream_record(got, sessions, rewards, failed=new)
@@ -913,7 +923,6 @@ class KnapsackPPOTrainer(PPOTrainerSync):
                 requested[pick] += extra[pick]
                 super()._submit_batch_to_rollout(more)
                 continue  # poll again at once: the planner may have more to say
-            back = np.bincount([pos[u] for u in got], minlength=len(uids))
             settled = all(
                 u in failed and status[u] in ("finished", "failure") or back[k] >= requested[k]
                 for k, u in enumerate(uids)
