@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -168,8 +169,6 @@ class ReplayResult:
 def replay(planner, pool: Pool, budget: int, seed: int = 0) -> ReplayResult:
     """Run ``planner`` (a :class:`~knapsack_rl.testtime.TestTimePlanner`) over ``pool`` with
     ``budget`` samples, drawing each question's samples in a seeded random order."""
-    import time
-
     pool.check(planner.max_samples)
     if planner.objective == "best_of_n":
         no_score = [i for i, s in enumerate(pool.scores) if np.isnan(s).any()]
