@@ -131,16 +131,20 @@ ROUNDS = dict(method="rounds", pilot=2, rollouts_per_prompt=5, oversample=1)
         (dict(method="bayes"), (16, 5)),
         (ROUNDS, (12, 5)),
         ({**ROUNDS, "method": "stream"}, (3, 17)),  # 4 releases of 3 per step: step index 4
+        # step 0: the pilot (8), then 12 + the next pilot (8); later steps one call of 20
+        ({**ROUNDS, "method": "pipelined"}, (20, 5)),
     ],
-    ids=["knapsack", "bayes", "rounds", "stream"],
+    ids=["knapsack", "bayes", "rounds", "stream", "pipelined"],
 )
 def test_resume_equals_uninterrupted(tmp_path, kw, crash):
     full = Trainer(tiny(tmp_path, "full", **kw), reward_fn=_graded)
     full.run()
     m = _lines(tmp_path / "full" / "metrics.jsonl")
     assert all(x["trained_rollouts"] > 0 and x["grad_norm"] > 0 for x in m[3:])  # it trains
-    if kw["method"] == "rounds":
+    if kw["method"] in ("rounds", "pipelined"):
         assert all(x["rounds"] == 2 and x["rollouts"] == 20 for x in m)
+    if kw["method"] == "pipelined":  # every step after the first trains on a carried pilot
+        assert [x["stale_rollouts"] for x in m] == [0] + [8] * 5
     # interrupted at step index 4 (after the checkpoint of step 3), then resumed
     cfg = tiny(tmp_path, "cut", **kw)
     t = Trainer(cfg)
@@ -164,6 +168,42 @@ def test_resume_equals_uninterrupted(tmp_path, kw, crash):
     assert [_strip({**e, "eval_seconds": 0}) for e in ea] == [
         _strip({**e, "eval_seconds": 0}) for e in eb
     ]
+
+
+def test_pipelined_pilot_is_generated_a_step_early_with_its_behaviour_logprobs(tmp_path):
+    """The next step's pilot comes from the policy before this step's update, and its
+    log-probs under that policy are what the next update's PPO ratio divides by."""
+    import copy
+
+    from knapsack_rl.training.grpo import build_sequences, token_logprobs
+
+    cfg = tiny(tmp_path, **{**ROUNDS, "method": "pipelined"}, steps=3, eval_every=0)
+    t = Trainer(cfg, reward_fn=_graded)
+    t.warmstart()
+    before = copy.deepcopy(t.model)
+    rec, arec = t.step()
+    carry = t._carry
+    assert sorted(set(carry.group.tolist())) == [0, 1, 2, 3] and len(carry.completions) == 8
+    nxt = t.batch_indices(1)
+    prompts = [t.prompt_ids[nxt[g]] for g in carry.group]
+    b = build_sequences(prompts, carry.completions, t.tok.pad_token_id)
+    for policy, same in ((before, True), (t.model, False)):
+        with torch.no_grad():
+            lp = token_logprobs(policy, b, "cpu", cfg.temperature)
+        got = [
+            lp[j, len(p) - 1 : len(p) - 1 + len(c)]
+            for j, (p, c) in enumerate(zip(prompts, carry.completions))
+        ]
+        close = all(torch.allclose(g, h, atol=1e-5) for g, h in zip(got, carry.behaviour))
+        assert close == same
+    rec, arec = t.step()  # step 1 trains on that pilot: its first round is the carried one
+    assert arec["pilot"] == [2] * 4 and rec["stale_rollouts"] == 8
+    assert (
+        arec["pilot_successes"]
+        == np.bincount(carry.group, weights=carry.rewards >= 0.5, minlength=4).astype(int).tolist()
+    )
+    with pytest.raises(ConfigError, match="rounds must be >= 2 for method pipelined"):
+        cfg.replace(rounds=1).validate()
 
 
 def test_knapsack_allocations_vary_and_budget_holds(tmp_path):

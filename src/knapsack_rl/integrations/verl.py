@@ -72,7 +72,9 @@ from knapsack_rl.metrics import (
 )
 from knapsack_rl.planning.base import positions
 from knapsack_rl.planning.session import (
-    PLANNED,
+    PLANNED as _SESSION_PLANNED,
+)
+from knapsack_rl.planning.session import (
     TRACKER_FILE,
     AllocationConfig,
     AllocationSession,
@@ -95,6 +97,9 @@ TRAINER_NAME = "knapsack"
 
 MODULE = "knapsack_rl.integrations.verl"
 """What ``VERL_USE_EXTERNAL_MODULES`` must name so that verl registers the trainer."""
+
+#: the planned methods verl runs (``pipelined`` needs the next batch's prompts early)
+PLANNED = tuple(m for m in _SESSION_PLANNED if m != "pipelined")
 
 # TRACKER_FILE and PLANNER_FILE (the session's): the tracker and, for ``rounds`` and
 # ``stream``, the planner's state, inside each ``global_step_<k>`` folder.

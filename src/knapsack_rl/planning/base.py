@@ -30,7 +30,15 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["EngineRun", "Planner", "positions", "run_batched", "run_streaming", "makespan"]
+__all__ = [
+    "EngineRun",
+    "Planner",
+    "positions",
+    "run_batched",
+    "run_pipelined",
+    "run_streaming",
+    "makespan",
+]
 
 
 @runtime_checkable
@@ -79,6 +87,52 @@ def run_batched(
         rewards = np.asarray(generate(sends), dtype=np.float64).reshape(-1)
         sends = planner.record(sends, rewards)
     return planner.finish()
+
+
+def run_pipelined(
+    planner: Planner,
+    prompt_ids: Sequence[Hashable],
+    budget: int,
+    generate: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    pilot_rewards=None,
+    ahead=None,
+) -> tuple[Any, np.ndarray | None]:
+    """Drive a two-round planner (:class:`knapsack_rl.RoundPlanner`) for one step of the
+    pipelined layout: the step's pilot was generated in the previous step's last call,
+    and this step's last call also generates the next step's pilot. A step then has one
+    barrier, and the slots the rest leaves idle while its longest completions finish
+    run the next pilot instead.
+
+    ``generate(positions, ahead) -> (rewards, ahead_rewards)`` is one generation call:
+    ``positions`` over this step's prompts, ``ahead`` over the next step's (empty except
+    in the step's last call). ``pilot_rewards``: the rewards of the positions
+    ``planner.start`` returns, in that order (None: generate them here in a call of
+    their own, as the first step must). ``ahead``: the next step's pilot positions
+    (``RoundPlanner.pilot_counts``; None: no next step). Returns what
+    ``planner.finish()`` returns and the rewards of ``ahead`` (None without it).
+    """
+    sends = planner.start(prompt_ids, budget)
+    ahead = np.zeros(0, np.int64) if ahead is None else np.asarray(ahead, np.int64).reshape(-1)
+    spent, ahead_rewards = sends.size, None
+    if pilot_rewards is not None:
+        r = np.asarray(pilot_rewards, dtype=np.float64).reshape(-1)
+        if r.size != sends.size:
+            raise ValueError(
+                f"pilot_rewards: {r.size} rewards carried for a pilot of {sends.size} rollouts"
+            )
+        sends = planner.record(sends, r)
+        spent += sends.size
+    while sends.size:
+        last = spent >= budget and ahead_rewards is None  # nothing is requested after it
+        rewards, got = generate(sends, ahead if last else ahead[:0])
+        if last:
+            ahead_rewards = np.asarray(got, dtype=np.float64).reshape(-1)
+        sends = planner.record(sends, np.asarray(rewards, dtype=np.float64).reshape(-1))
+        spent += sends.size
+    if ahead_rewards is None and ahead.size:  # the step stopped short of its budget
+        _, got = generate(ahead[:0], ahead)
+        ahead_rewards = np.asarray(got, dtype=np.float64).reshape(-1)
+    return planner.finish(), (ahead_rewards if ahead.size else None)
 
 
 @dataclass

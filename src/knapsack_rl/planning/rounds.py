@@ -73,17 +73,24 @@ class RoundPlanner(StepPlanner):
         """Begin a step over ``prompt_ids`` with ``budget`` rollouts; returns round 1's
         prompt positions (grouped by prompt)."""
         budget = self._begin(prompt_ids, budget)
-        m = len(self._ids)
         self.round = 1
         if self.rounds == 1:
             counts = self._plan(budget, self.min_rollouts)
         else:
-            counts = np.full(m, min(self.pilot, self.max_rollouts), dtype=np.int64)
-            if counts.sum() > budget:
-                counts[:] = budget // m
-                counts[: budget % m] += 1
+            counts = self.pilot_counts(len(self._ids), budget)
         self.counts = counts
         return self._request(positions(counts))
+
+    def pilot_counts(self, prompts: int, budget: int) -> np.ndarray:
+        """Round 1's rollouts per prompt (int64 (prompts,)) of a step of ``prompts``
+        prompts and ``budget`` rollouts: ``pilot`` each (at most ``max_rollouts``), fewer
+        if the budget is smaller. It needs no tracker, so an engine can generate the next
+        step's pilot early (:func:`knapsack_rl.planning.base.run_pipelined`)."""
+        counts = np.full(int(prompts), min(self.pilot, self.max_rollouts), dtype=np.int64)
+        if counts.sum() > budget:
+            counts[:] = budget // prompts
+            counts[: budget % prompts] += 1
+        return counts
 
     def record(self, index, rewards) -> np.ndarray:
         """Rewards of requested rollouts: ``index[k]`` is the prompt position of rollout

@@ -21,8 +21,12 @@ to submit next (``method="stream"``). The planner behind the session:
   allocation from the tracker's estimates; everything is requested at ``start``.
 - ``rounds``: :class:`RoundPlanner`, a pilot then the rest, with a barrier between.
 - ``stream``: :class:`StreamPlanner`, the rest planned as completions return.
+- ``pipelined``: :class:`RoundPlanner` as ``rounds``, but the engine generates each
+  step's pilot inside the previous step's last call, so a step has one barrier
+  (:func:`knapsack_rl.planning.base.run_pipelined`; the pilot is one policy update
+  old, so the engine keeps its behaviour log-probs for the importance ratio).
 
-``rounds`` and ``stream`` draw ``oversample`` times the prompts of a uniform step
+``rounds``, ``stream`` and ``pipelined`` draw ``oversample`` times the prompts of a uniform step
 for the same budget (:meth:`AllocationConfig.step_prompts`).
 """
 
@@ -52,8 +56,8 @@ __all__ = [
 ]
 
 #: one-shot methods of :class:`knapsack_rl.Allocator`, then the planned ones
-ALLOCATION_METHODS = (*METHODS, "rounds", "stream")
-PLANNED = ("rounds", "stream")
+ALLOCATION_METHODS = (*METHODS, "rounds", "stream", "pipelined")
+PLANNED = ("rounds", "stream", "pipelined")
 TRACKER_FILE = "knapsack_tracker.npz"
 """Name of the tracker state file in a checkpoint folder."""
 PLANNER_FILE = "knapsack_planner.json"
@@ -66,16 +70,17 @@ class AllocationConfig:
 
     Attributes:
         method: ``uniform``, ``knapsack``, ``bayes``, ``paper`` (one shot from the
-            tracker), ``rounds`` (a pilot, then the rest) or ``stream`` (the rest
-            planned as completions return).
-        tracker: success-rate tracker: ``auto`` (paper -> paper, bayes/rounds/stream ->
-            beta, else window), ``paper``, ``window`` or ``beta``.
+            tracker), ``rounds`` (a pilot, then the rest), ``stream`` (the rest
+            planned as completions return) or ``pipelined`` (``rounds`` with each
+            step's pilot generated in the previous step's last call).
+        tracker: success-rate tracker: ``auto`` (paper -> paper, bayes and the planned
+            methods -> beta, else window), ``paper``, ``window`` or ``beta``.
         tracker_kwargs: extra tracker arguments (e.g. ``{"discount": 0.8}``).
         allocator_kwargs: extra :class:`knapsack_rl.Allocator` settings.
-        value: value model of ``rounds``/``stream`` (``grpo`` or ``paper``).
-        rounds: generation rounds per step of ``rounds``.
-        pilot: rollouts per prompt in the pilot (``rounds``, ``stream``).
-        oversample: ``rounds``/``stream`` draw this many times a uniform step's prompts.
+        value: value model of the planned methods (``grpo`` or ``paper``).
+        rounds: generation rounds per step of ``rounds`` and ``pipelined`` (>= 2 there).
+        pilot: rollouts per prompt in the pilot (the planned methods).
+        oversample: the planned methods draw this many times a uniform step's prompts.
         commit: ``stream``: share of pilot results after which the whole budget is out.
         concurrency: ``stream``: most rollouts in flight (the engine's slots); None: any.
         prior_half_life: steps until a prompt's own evidence counts half in its prior.
@@ -125,6 +130,10 @@ class AllocationConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 out.append(f"{name} must be an integer >= 1, got {v!r}")
+        if self.method == "pipelined" and isinstance(self.rounds, int) and self.rounds < 2:
+            out.append(
+                f"rounds must be >= 2 for method pipelined (a pilot to carry), got {self.rounds}"
+            )
         hi = self.max_rollouts
         if (
             isinstance(hi, bool)
@@ -172,7 +181,7 @@ class AllocationConfig:
                 f"budget: {budget} rollouts per step cannot be met by {prompts} prompts with "
                 f"{self.min_rollouts} <= rollouts <= {self.max_rollouts} (needs {lo}..{hi})"
             )
-        if self.method in PLANNED and self.method == "rounds" and self.rounds > 1:
+        if self.method in ("rounds", "pipelined") and self.rounds > 1:
             if prompts * self.pilot >= budget:
                 return (
                     f"pilot: {prompts} prompts x {self.pilot} pilot rollouts use the whole budget "
@@ -183,7 +192,7 @@ class AllocationConfig:
     # ------------------------------------------------------------------ derived
     @property
     def planned(self) -> bool:
-        """True for the methods that plan within the step (``rounds``, ``stream``)."""
+        """True for the methods that plan within the step (``rounds``, ``stream``, ``pipelined``)."""
         return self.method in PLANNED
 
     def step_prompts(self, uniform_prompts: int) -> int:
@@ -195,9 +204,9 @@ class AllocationConfig:
         """The tracker actually used (resolves ``auto``)."""
         if self.tracker != "auto":
             return self.tracker
-        return {"paper": "paper", "bayes": "beta", "rounds": "beta", "stream": "beta"}.get(
-            self.method, "window"
-        )
+        if self.method == "paper":
+            return "paper"
+        return "beta" if self.method == "bayes" or self.planned else "window"
 
     def make_tracker(self):
         from knapsack_rl.tracking import make_tracker
@@ -235,7 +244,7 @@ class AllocationConfig:
             pilot=self.pilot,
             priors=PriorModel(half_life=self.prior_half_life),
         )
-        if self.method == "rounds":
+        if self.method in ("rounds", "pipelined"):
             planner = RoundPlanner(tracker, rounds=self.rounds, **common)
         else:
             planner = StreamPlanner(

@@ -184,21 +184,22 @@ class TrainConfig(_ConfigMixin):
         defaults.METHOD,
         f"allocation method: {', '.join(TRAIN_METHODS)} (rounds: generate in rounds, "
         "allocating each round from the step's own draws; stream: allocate as completions "
-        "return, in the order a GPU engine would return them)",
+        "return, in the order a GPU engine would return them; pipelined: rounds, with the "
+        "next step's pilot generated in this step's rest call, one barrier per step)",
     )
     tracker: str = _f(
         "auto",
-        "success-rate tracker: auto (paper->paper, bayes/rounds/stream->beta, else window), "
+        "success-rate tracker: auto (paper->paper, bayes and the planned methods->beta, else window), "
         "paper, window, beta",
     )
-    rounds: int = _f(defaults.ROUNDS, "rounds method: generation rounds per step")
-    pilot: int = _f(defaults.PILOT, "rounds/stream: pilot rollouts per prompt")
+    rounds: int = _f(defaults.ROUNDS, "rounds/pipelined: generation rounds per step")
+    pilot: int = _f(defaults.PILOT, "rounds/stream/pipelined: pilot rollouts per prompt")
     oversample: int = _f(
         defaults.OVERSAMPLE,
-        "rounds/stream: draw OVERSAMPLE * M prompts per step and pilot each; the step's "
+        "rounds/stream/pipelined: draw OVERSAMPLE * M prompts per step and pilot each; the step's "
         "rollout budget is unchanged",
     )
-    value: str = _f(defaults.VALUE, "rounds/stream: value model (grpo, paper)")
+    value: str = _f(defaults.VALUE, "rounds/stream/pipelined: value model (grpo, paper)")
     commit: float = _f(
         defaults.COMMIT,
         "stream: the whole budget is requested once this share of the pilot results is back",
@@ -208,11 +209,12 @@ class TrainConfig(_ConfigMixin):
         "stream: most rollouts in flight (the modelled engine's slots); none: the whole step",
     )
     prior_half_life: float = _f(
-        defaults.PRIOR_HALF_LIFE, "rounds/stream: steps until a prompt's own evidence counts half"
+        defaults.PRIOR_HALF_LIFE,
+        "rounds/stream/pipelined: steps until a prompt's own evidence counts half",
     )
     prior_tracker: str | None = _f(
         None,
-        "rounds/stream: a previous run's tracker file (.npz) whose estimates seed the priors",
+        "rounds/stream/pipelined: a previous run's tracker file (.npz) whose estimates seed the priors",
     )
     prompts_per_step: int = _f(32, "M: prompts per step")
     rollouts_per_prompt: int = _f(

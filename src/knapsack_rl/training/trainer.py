@@ -10,7 +10,11 @@ One step (all in :meth:`Trainer.step`):
    With ``method="rounds"`` the step draws ``oversample * M`` prompts for the same
    budget ``B``, and steps 2-4 repeat: a pilot of every prompt, then
    :func:`knapsack_rl.allocate_round` on what the step has drawn (a
-   :class:`knapsack_rl.RoundPlanner`); a prompt's group is all of its rounds' rollouts;
+   :class:`knapsack_rl.RoundPlanner`); a prompt's group is all of its rounds' rollouts.
+   ``method="pipelined"`` plans the same way, but the next step's pilot is generated in
+   this step's rest call (one barrier per step): it is one update old when it is
+   trained on, so its behaviour log-probs, taken when it was generated, are the PPO
+   ratio's denominator (:meth:`Trainer._pipelined`);
 5. update: group advantages (groups of any size, std-normalised, clipped),
    PPO-clipped token-mean loss, ``updates_per_batch`` optimizer steps with
    gradient clipping. Rollouts with zero advantage contribute nothing to the
@@ -36,7 +40,7 @@ import numpy as np
 import torch
 
 from knapsack_rl.metrics import step_metrics
-from knapsack_rl.planning.base import makespan, run_streaming
+from knapsack_rl.planning.base import makespan, positions, run_pipelined, run_streaming
 from knapsack_rl.planning.session import AllocationSession
 from knapsack_rl.simulation.gentime import GpuClock
 from knapsack_rl.training.checkpoint import RunFolder, rng_state, save_checkpoint, set_rng_state
@@ -64,6 +68,19 @@ class _Rollouts(NamedTuple):
     rewards: np.ndarray
     tokens: int
     seconds: float
+    behaviour: list | None = None  # per rollout: its tokens' log-probs when generated (stale)
+
+    def select(self, keep: np.ndarray, shift: int = 0, seconds: float = 0.0) -> _Rollouts:
+        """The rollouts where ``keep`` (bool (R,)), their groups moved down by ``shift``."""
+        kept = np.flatnonzero(keep)
+        comps = [self.completions[k] for k in kept]
+        return _Rollouts(
+            self.group[kept] - shift,
+            comps,
+            self.rewards[kept],
+            sum(len(c) for c in comps),
+            seconds,
+        )
 
 
 def build_task(cfg: TrainConfig):
@@ -151,6 +168,7 @@ class Trainer:
         self.sample_gen = torch.Generator().manual_seed(cfg.seed)
         self.step_idx = self.rollouts_total = self.tokens_total = 0
         self.sft_losses: list[float] = []
+        self._carry: _Rollouts | None = None  # pipelined: the next step's pilot, generated
 
     # ------------------------------------------------------------------ set-up
     def _load_task(self, task) -> None:
@@ -248,6 +266,8 @@ class Trainer:
                 sends=sends,
             )
             gpu_s = engine.makespan
+        elif cfg.method == "pipelined":
+            step, gpu_s = self._pipelined(idx, ids, parts)
         else:  # one batch per request: one shot, or round by round with a barrier between
             gpu_s = 0.0
             while sends.size:
@@ -269,7 +289,8 @@ class Trainer:
         sm = step_metrics(group, rewards)
         # 4. update
         adv = compute_advantages(group, rewards, scale=cfg.scale_rewards, clip=cfg.advantage_clip)
-        upd = self._update([self.prompt_ids[idx[g]] for g in group], completions, adv)
+        behaviour = [b for r in parts for b in (r.behaviour or [None] * len(r.completions))]
+        upd = self._update([self.prompt_ids[idx[g]] for g in group], completions, adv, behaviour)
         t4 = time.perf_counter()
         self.step_idx += 1
         self.rollouts_total += int(counts.sum())
@@ -283,6 +304,7 @@ class Trainer:
             "rollouts_total": self.rollouts_total,
             "tokens": tokens,
             "rounds": len(parts),
+            "stale_rollouts": sum(b is not None for b in behaviour),
             "tokens_total": self.tokens_total,
             "completion_length": tokens / max(1, len(completions)),
             "advantage_abs_mean": float(np.abs(adv).mean()) if adv.size else 0.0,
@@ -336,11 +358,55 @@ class Trainer:
         batch in ``parts``; returns the rewards in the order of ``pos``."""
         part = self._rollout(idx, np.bincount(pos, minlength=len(idx)))
         parts.append(part)
-        rewards = np.empty(pos.size)
-        rewards[np.argsort(pos, kind="stable")] = part.rewards[
-            np.argsort(part.group, kind="stable")
-        ]
-        return rewards
+        return _in_order(pos, part)
+
+    def _pipelined(self, idx: list[int], ids: list, parts: list) -> tuple:
+        """One step of ``method="pipelined"`` (see :func:`run_pipelined`): the pilot is the
+        one the last step generated (``self._carry``), and this step's one call generates
+        the rest together with the next step's pilot, whose behaviour log-probs are kept
+        for its PPO ratio. Returns the :class:`StepRecord` and the modelled GPU seconds."""
+        cfg, m = self.cfg, len(idx)
+        carry, self._carry = self._carry, None
+        nxt = self.batch_indices(self.step_idx + 1) if self.step_idx + 1 < cfg.steps else []
+        ahead = positions(self.planner.pilot_counts(len(nxt), cfg.step_budget)) if nxt else None
+        gpu, got, all_ids = [0.0], [], ids + [self.pool[i].id for i in nxt]
+
+        def call(pos: np.ndarray, apos: np.ndarray):
+            both = np.concatenate([pos, apos + m])
+            part = self._rollout(idx + nxt, np.bincount(both, minlength=m + len(nxt)))
+            pids = [all_ids[g] for g in part.group]
+            gpu[0] += makespan(self._gpu_seconds(pids, part.rewards), cfg.concurrency)
+            mine = part.group < m
+            parts.append(part.select(mine, seconds=part.seconds))
+            if apos.size:
+                later = part.select(~mine, shift=m)
+                got.append(later._replace(behaviour=self._behaviour(nxt, later)))
+            return _in_order(pos, parts[-1]), _in_order(apos, got[-1]) if apos.size else apos
+
+        if carry is not None:
+            parts.append(carry)
+        step, _ = run_pipelined(
+            self.session,
+            ids,
+            cfg.step_budget,
+            call,
+            pilot_rewards=None if carry is None else _in_order(np.sort(carry.group), carry),
+            ahead=ahead,
+        )
+        self._carry = got[0] if got else None
+        return step, gpu[0]
+
+    @torch.no_grad()
+    def _behaviour(self, idx: list[int], part: _Rollouts) -> list[torch.Tensor]:
+        """Each rollout's completion-token log-probs under the current policy (1-D each)."""
+        prompts = [self.prompt_ids[idx[g]] for g in part.group]
+        out, size = [], self.cfg.minibatch_rollouts
+        for i in range(0, len(prompts), size):
+            p, c = prompts[i : i + size], part.completions[i : i + size]
+            b = build_sequences(p, c, self.tok.pad_token_id)
+            lp = token_logprobs(self.model, b, self.device, self.cfg.temperature).cpu()
+            out += [lp[j, len(p[j]) - 1 : len(p[j]) - 1 + len(c[j])].clone() for j in range(len(p))]
+        return out
 
     def _rollout(self, idx: list[int], counts: np.ndarray):
         """Generate ``counts[g]`` completions of prompt ``idx[g]`` and score them.
@@ -369,8 +435,11 @@ class Trainer:
             raise TrainError(f"reward function at step {self.step_idx}: {e}") from None
         return _Rollouts(group, gen.completions, rewards, gen.tokens, gen.seconds)
 
-    def _update(self, prompts, completions, adv: np.ndarray) -> dict:
+    def _update(self, prompts, completions, adv: np.ndarray, behaviour=None) -> dict:
+        """One policy update. ``behaviour[k]``: rollout ``k``'s token log-probs when it was
+        generated, if it is stale (the PPO ratio's denominator), else None."""
         cfg = self.cfg
+        behaviour = behaviour or [None] * len(completions)
         n_tokens = float(sum(len(c) for c in completions))
         keep = np.flatnonzero(adv != 0) if cfg.kl_coef <= 0 else np.arange(adv.size)
         stats = {
@@ -393,6 +462,10 @@ class Trainer:
             for mb in mbs
         ]
         advs = [torch.as_tensor(adv[mb], dtype=torch.float32, device=self.device) for mb in mbs]
+        stale = [
+            _stale_logprobs(b, [prompts[k] for k in mb], [behaviour[k] for k in mb], self.device)
+            for b, mb in zip(batches, mbs)
+        ]
         old, ref = [None] * len(mbs), [None] * len(mbs)
         if cfg.updates_per_batch > 1 or self.ref is not None:
             with torch.no_grad():
@@ -408,6 +481,8 @@ class Trainer:
             for j, b in enumerate(batches):
                 logp = token_logprobs(self.model, b, self.device, cfg.temperature)
                 o = old[j] if old[j] is not None else logp.detach()
+                if stale[j] is not None:  # stale rollouts: the behaviour policy's log-probs
+                    o = torch.where(stale[j][1], stale[j][0], o)
                 loss, st = grpo_loss(
                     logp,
                     o,
@@ -469,6 +544,7 @@ class Trainer:
             "planner": self.planner.state_dict() if self.cfg.allocation.planned else None,
             "rng": rng_state(self.sample_gen),
             "config": self.cfg.to_dict(),
+            "carry": None if self._carry is None else self._carry._asdict(),
         }
 
     def load_state_dict(self, st: dict) -> None:
@@ -484,6 +560,8 @@ class Trainer:
         self.step_idx = int(st["step"])
         self.rollouts_total = int(st["rollouts_total"])
         self.tokens_total = int(st["tokens_total"])
+        carry = st.get("carry")  # pipelined: the next step's pilot, already generated
+        self._carry = None if carry is None else _Rollouts(**carry)
 
     def save(self) -> Path:
         """Write the checkpoint atomically."""
@@ -570,6 +648,27 @@ class Trainer:
                 "sft_seconds": sft_seconds if sft_losses else 0.0,
             },
         }
+
+
+def _in_order(pos: np.ndarray, part: _Rollouts) -> np.ndarray:
+    """Rewards of ``part`` (grouped by prompt) in the order of ``pos`` (its positions)."""
+    out = np.empty(pos.size)
+    out[np.argsort(pos, kind="stable")] = part.rewards[np.argsort(part.group, kind="stable")]
+    return out
+
+
+def _stale_logprobs(batch, prompts, behaviour, device="cpu"):
+    """(values, where) float and bool (B, T - 1) over ``batch``'s targets: the behaviour
+    log-probs of its stale rollouts; None if it has none."""
+    if all(b is None for b in behaviour):
+        return None
+    shape = batch.target_mask().shape
+    vals, where = torch.zeros(shape), torch.zeros(shape, dtype=torch.bool)
+    for j, (p, b) in enumerate(zip(prompts, behaviour)):
+        if b is not None:
+            vals[j, len(p) - 1 : len(p) - 1 + b.numel()] = b
+            where[j, len(p) - 1 : len(p) - 1 + b.numel()] = True
+    return vals.to(device), where.to(device)
 
 
 def train(cfg: TrainConfig, reward_fn: Callable | None = None, task=None) -> dict:
