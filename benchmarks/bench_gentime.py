@@ -1,5 +1,5 @@
-"""Modelled GPU generation time per step: uniform, one-shot, ``rounds`` (two barriers)
-and ``stream`` (no barrier), at the paper's scale, from the whole step's capacity down
+"""Modelled GPU generation time per step: uniform, one-shot, ``rounds`` (two barriers),
+``stream`` (no barrier) and ``pipelined`` (one call per step), at the paper's scale, from the whole step's capacity down
 to a quarter of it.
 
     python benchmarks/bench_gentime.py [--seeds 5] [--steps 4] [--write]
@@ -14,11 +14,10 @@ of each call's FIFO makespan on ``capacity`` slots; ``stream`` runs on the same 
 and its makespan is the time of its last completion; with ``concurrency`` set to the
 engine's slots it also fills every free slot at once (work-conserving). Each seed runs ``steps`` steps
 over a pool of 16384 prompts with one tracker, so later steps plan from history.
-``rounds, pipelined`` is a model only, of a mode that is not built: each step's rest
-shares one generation call with the next step's pilot (Pilot-Commit's layout), modelled
-in steady state as one FIFO makespan over the step's pilot and rest together. It
-ignores what the mode would cost in learning (its pilots come from the previous
-policy and need behaviour log-probs). Reported: mean seconds per step, and each
+``pipelined`` runs :func:`knapsack_rl.planning.base.run_pipelined`: each step's rest
+shares one generation call with the next step's pilot, so its step time is that one
+call's makespan (the first step of a run also pays a call for its own pilot, once per
+run; it is left out here, so every row is the steady state). Reported: mean seconds per step, and each
 method's ratio to uniform paired by seed and step (mean +- standard error). ``--write`` saves ``benchmarks/RESULTS_gentime.md``.
 """
 
@@ -37,7 +36,13 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from knapsack_rl.atomic import atomic_write_text  # noqa: E402
-from knapsack_rl.planning.base import makespan, run_batched, run_streaming  # noqa: E402
+from knapsack_rl.planning.base import (  # noqa: E402
+    makespan,
+    positions,
+    run_batched,
+    run_pipelined,
+    run_streaming,
+)
 from knapsack_rl.planning.session import AllocationConfig  # noqa: E402
 from knapsack_rl.simulation.gentime import GpuClock  # noqa: E402
 
@@ -47,7 +52,7 @@ METHODS = {
     "uniform": dict(method="uniform"),
     "knapsack (one-shot)": dict(method="knapsack"),
     "rounds (2 barriers)": dict(method="rounds"),
-    "rounds, pipelined (1 barrier; not built)": dict(method="rounds", pipelined=True),
+    "pipelined (1 call per step)": dict(method="pipelined"),
     "stream (commit 0.5, default)": dict(method="stream"),
     "stream (commit 0.1)": dict(method="stream", commit=0.1),
     "stream (concurrency = capacity)": dict(method="stream", concurrency="capacity"),
@@ -58,8 +63,6 @@ def run_method(spec: dict, seed: int, steps: int, capacity: int | None) -> list[
     """Seconds per step of one method and seed."""
     if spec.get("concurrency") == "capacity":
         spec = {**spec, "concurrency": capacity}
-    pipelined = spec.get("pipelined", False)
-    spec = {k: v for k, v in spec.items() if k != "pipelined"}
     cfg = AllocationConfig(rollouts_per_prompt=N, **spec).validate()
     rng = np.random.default_rng(seed)
     p = 1.0 / (1.0 + np.exp(-rng.normal(-1.0, 4.25, POOL)))
@@ -68,17 +71,32 @@ def run_method(spec: dict, seed: int, steps: int, capacity: int | None) -> list[
     planner = cfg.make_planner(tracker)
     order = np.random.default_rng([seed, 1]).permutation(POOL)
     m = cfg.step_prompts(PROMPTS)
-    out, at = [], 0
+    blocks = [order[(k * m) % (POOL - POOL % m) :][:m].tolist() for k in range(steps + 1)]
+    out, carried = [], None
     for step in range(steps):
-        if at + m > POOL:
-            at = 0
-        ids = order[at : at + m].tolist()
-        at += m
+        ids = blocks[step]
         draw = np.random.default_rng([seed, 2, step])
         calls = [0]
 
         def generate(pos, ids=ids, draw=draw):
             return (draw.random(pos.size) < p[np.asarray(ids)[pos]]).astype(float)
+
+        if cfg.method == "pipelined":  # this step's rest and the next step's pilot, one call
+            nxt, spent = blocks[step + 1], []
+            ahead = positions(planner.pilot_counts(len(nxt), BUDGET))
+            nxt_draw = np.random.default_rng([seed, 2, step + 1, 0])
+
+            def call(pos, apos, ids=ids, nxt=nxt, nxt_draw=nxt_draw, spent=spent, step=step):
+                r = generate(pos)
+                got = (nxt_draw.random(apos.size) < p[np.asarray(nxt)[apos]]).astype(float)
+                units = [ids[i] for i in pos] + [nxt[i] for i in apos]
+                d = clock.durations(units, np.r_[r, got] <= 0, step, len(spent) + 1)
+                spent.append(makespan(d, capacity))
+                return r, got
+
+            _, carried = run_pipelined(planner, ids, BUDGET, call, carried, ahead)
+            out.append(spent[-1])  # the step's one call (step 0's own pilot call left out)
+            continue
 
         def durations(pos, r, ids=ids, step=step, calls=calls):
             calls[0] += 1
@@ -88,19 +106,15 @@ def run_method(spec: dict, seed: int, steps: int, capacity: int | None) -> list[
             _, engine = run_streaming(planner, ids, BUDGET, generate, durations, capacity)
             out.append(engine.makespan)
         else:
-            spent, parts = [0.0], []
+            spent = [0.0]
 
-            def barrier(pos, generate=generate, durations=durations, spent=spent, parts=parts):
+            def barrier(pos, generate=generate, durations=durations, spent=spent):
                 r = generate(pos)
-                d = durations(pos, r)
-                parts.append(d)
-                spent[0] += makespan(d, capacity)
+                spent[0] += makespan(durations(pos, r), capacity)
                 return r
 
             run_batched(planner, ids, BUDGET, barrier)
-            # pipelined: the next step's pilot rides in this step's rest call (a steady state
-            # in which that pilot's durations are distributed as this step's own pilot's)
-            out.append(makespan(np.concatenate(parts), capacity) if pipelined else spent[0])
+            out.append(spent[0])
     return out
 
 

@@ -49,13 +49,17 @@ def test_each_rollout_call_is_one_barrier():
 
 
 def test_rounds_pay_two_barriers_and_stream_none():
-    res = run(_config(), ["uniform", "rounds", "stream"], steps=6, seed=1)
+    res = run(_config(), ["uniform", "rounds", "stream", "pipelined"], steps=6, seed=1)
     g = {k: t.metrics["gen_seconds"] for k, t in res.traces.items()}
     assert np.all(g["uniform"] > 0)
     # two barriers: the pilot's tail, then the rest's
     assert np.all(g["rounds"] > 1.1 * g["uniform"])
     assert g["rounds"].mean() > 1.5 * g["uniform"].mean()
     assert g["stream"].mean() < 0.8 * g["rounds"].mean()
+    # pipelined: one call a step (the first step also pays its own pilot's call)
+    assert g["pipelined"][0] > 1.1 * g["uniform"][0]
+    assert np.all(g["pipelined"][1:] < g["rounds"][1:])
+    assert g["pipelined"][1:].mean() <= 1.05 * g["uniform"][1:].mean()
 
 
 def test_capacity_lengthens_a_step_and_is_checked():

@@ -16,6 +16,10 @@ prompt's trained group is every rollout it got in the step, all rounds together
   on the same prompts and value:
   the pilots, then the rest planned as completions return on the modelled engine
   (simulation/gentime.py), without a barrier.
+- ``pipelined`` (``pipelined-paper``, ``pipelined-grpo``): ``rounds``, but each step's
+  pilot is drawn in the previous step's rest call (before that step's update, so from
+  the policy one update old), so a step has one generation call. Its rollouts are
+  charged to the step that trains on them.
 - ``pilot-commit`` (Pilot-Commit, arXiv 2605.26606): a pilot of ``pilot``
   rollouts per prompt; prompts whose pilot success rate lies in
   ``[lower, 1 - upper]`` are kept and the rest of the budget is split evenly over
@@ -33,7 +37,7 @@ import numpy as np
 from knapsack_rl import defaults
 from knapsack_rl.allocation.rounds import VALUES, check_value, spread_evenly
 from knapsack_rl.planning._step import StepPlanner
-from knapsack_rl.planning.base import run_batched, run_streaming
+from knapsack_rl.planning.base import makespan, positions, run_batched, run_pipelined, run_streaming
 from knapsack_rl.planning.rounds import RoundPlanner
 from knapsack_rl.planning.stream import StreamPlanner
 from knapsack_rl.simulation.strategies import Env, StepOutcome, Strategy
@@ -43,6 +47,7 @@ from knapsack_rl.tracking.priors import PriorModel
 __all__ = [
     "RoundsStrategy",
     "StreamStrategy",
+    "PipelinedStrategy",
     "PilotCommitStrategy",
     "ReinforceAdaStrategy",
     "SEQUENTIAL_STRATEGIES",
@@ -238,6 +243,44 @@ class StreamStrategy(RoundsStrategy):
         return {**out, "commit": self.commit, "concurrency": self.concurrency}
 
 
+class PipelinedStrategy(RoundsStrategy):
+    """:class:`RoundsStrategy` with each step's pilot drawn in the previous step's rest
+    call (:func:`~knapsack_rl.planning.base.run_pipelined`): one generation call per step
+    after the first, whose ``gen_seconds`` is the makespan of the rest and the next pilot
+    together. The pilot comes from the rates before the last update (stale by one step);
+    this learning model has no importance ratio, so a stale group counts as a fresh one.
+
+    Args: as :class:`RoundsStrategy` (default name ``pipelined``).
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**{"name": "pipelined", **kwargs})
+        self._carry: tuple[np.ndarray, np.ndarray] | None = None
+
+    def reset(self, env: Env) -> None:
+        super().reset(env)
+        self._carry = None  # (the next step's prompts, their pilot's rewards)
+
+    def step(self, env: Env) -> StepOutcome:
+        budget = env.config.budget
+        idx, pilot = self._carry if self._carry is not None else (self._prompts(env), None)
+        nxt = self._prompts(env)
+        ahead = positions(self.planner.pilot_counts(nxt.size, budget))
+
+        def call(pos: np.ndarray, apos: np.ndarray):
+            r = _generate(env, idx, timed=False)(pos) if pos.size else np.zeros(0)
+            got = _generate(env, nxt, timed=False)(apos) if apos.size else np.zeros(0)
+            d = np.concatenate([env.durations(idx[pos], r), env.durations(nxt[apos], got)])
+            env.gen_seconds += makespan(d, env.capacity)
+            return r, got
+
+        groups, got = run_pipelined(self.planner, idx.tolist(), budget, call, pilot, ahead)
+        self._carry = (nxt, got)
+        # charge the pilots to the step that trains on them
+        env.spent += (0 if pilot is None else pilot.size) - ahead.size
+        return self._outcome(env, idx, groups)
+
+
 class PilotCommitStrategy(Strategy):
     """Pilot-Commit style: a small pilot, then commit the rest to the kept prompts.
 
@@ -367,6 +410,13 @@ SEQUENTIAL_STRATEGIES = {
     **{
         f"stream-{v}": _variant(
             StreamStrategy, f"Stream{v.capitalize()}", value=v, name=f"stream-{v}"
+        )
+        for v in VALUES
+    },
+    "pipelined": PipelinedStrategy,
+    **{
+        f"pipelined-{v}": _variant(
+            PipelinedStrategy, f"Pipelined{v.capitalize()}", value=v, name=f"pipelined-{v}"
         )
         for v in VALUES
     },
