@@ -149,7 +149,7 @@ def main() -> None:
         f"`python benchmarks/bench_gentime.py --seeds {args.seeds} --steps {args.steps}`; "
         f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, "
         f"{seconds:.0f} s. {args.seeds} seeds x {args.steps} steps; 512 prompts x 16 "
-        "(8192 rollouts) per step, 1024 prompts for rounds and stream. Ratio: to uniform, "
+        "(8192 rollouts) per step, 1024 prompts for rounds, stream and pipelined. Ratio: to uniform, "
         "paired by seed and step, mean +- standard error.",
         "",
         "| engine capacity | method | seconds per step | ratio to uniform |",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "METHOD",
+    "TRAIN_METHOD",
     "MIN_ROLLOUTS",
     "MAX_ROLLOUTS",
     "ROLLOUTS_PER_PROMPT",
@@ -27,8 +28,11 @@ __all__ = [
     "PRIOR_HALF_LIFE",
 ]
 
-#: allocation method of :class:`knapsack_rl.Allocator`
+#: allocation method of :class:`knapsack_rl.Allocator` (and of the TRL and verl adapters)
 METHOD = "knapsack"
+#: the reference trainer's method: ``pipelined`` learned more than uniform at equal
+#: rollouts and at uniform's modelled GPU generation time (BENCHMARKS.md, issue 20)
+TRAIN_METHOD = "pipelined"
 #: L, the smallest group per prompt
 MIN_ROLLOUTS = 2
 #: U, the largest group per prompt (``paper`` mode may pass it, as the reference does)

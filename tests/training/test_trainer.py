@@ -17,6 +17,7 @@ from knapsack_rl.training.config import ConfigError, TrainConfig, config_from_ar
 from knapsack_rl.training.trainer import Trainer, TrainError  # noqa: E402
 
 TINY = dict(
+    method="knapsack",  # the default (pipelined) needs a budget over its pilot: tests set it
     n_layer=1,
     n_embd=32,
     n_head=2,

@@ -43,8 +43,9 @@ def train_parser() -> argparse.ArgumentParser:
     return _parser(
         "knapsack-rl train",
         "GRPO training with per-prompt rollout budgets. Each step draws PROMPTS_PER_STEP prompts "
-        "(times OVERSAMPLE for rounds and stream), spends the step budget as METHOD plans it "
-        "(in one shot from the tracker's estimates, in rounds, or as completions return), "
+        "(times OVERSAMPLE for the planned methods), spends the step budget as METHOD plans it "
+        "(in one shot from the tracker's estimates, in rounds, as completions return, or in "
+        "rounds whose pilot came in the previous step's call: pipelined, the default), "
         "scores the rollouts, and takes a PPO-clipped GRPO step. Settings come from defaults, "
         "then --config FILE (YAML or TOML), then flags.",
         TrainConfig,

@@ -181,7 +181,7 @@ class TrainConfig(_ConfigMixin):
     eval_prompts: int = _f(400, "held-out prompts for evaluation")
     # allocation
     method: str = _f(
-        defaults.METHOD,
+        defaults.TRAIN_METHOD,
         f"allocation method: {', '.join(TRAIN_METHODS)} (rounds: generate in rounds, "
         "allocating each round from the step's own draws; stream: allocate as completions "
         "return, in the order a GPU engine would return them; pipelined: rounds, with the "
@@ -259,19 +259,22 @@ class TrainConfig(_ConfigMixin):
 
     def validate(self) -> TrainConfig:
         """Check values; raise :class:`ConfigError` naming the field."""
+        self._check_retired()
+        self._check_numbers()  # before the choices: the tracker they build needs sane numbers
         self._check_choices()
         self._check_counts()
-        self._check_numbers()
         self._check_budget()
         self._check_model_and_task()
         return self
 
-    def _check_choices(self) -> None:
+    def _check_retired(self) -> None:
         if isinstance(self.discount, str):
             raise ConfigError(
                 f"discount: {self.discount!r} was removed in 0.2.0 (measured, not adopted); "
                 "give a number in (0, 1]"
             )
+
+    def _check_choices(self) -> None:
         for problem in self.allocation.problems():  # method, value, tracker, rounds, ...
             raise ConfigError(problem)
         from knapsack_rl.training.tasks import TASKS

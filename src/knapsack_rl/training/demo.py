@@ -1,5 +1,5 @@
-"""``knapsack-rl demo``: uniform vs one-shot knapsack vs allocation in rounds, on the
-built-in task, over several seeds, with a report.
+"""``knapsack-rl demo``: uniform vs allocation in rounds vs pipelined rounds (the
+trainer's default), on the built-in task, over several seeds, with a report.
 
 For each seed the built-in tiny model is warm-started (supervised, shared by every
 method of that seed), then trained with each method at the same total rollout
@@ -55,7 +55,7 @@ class DemoConfig(TrainConfig):
     )
     out: str = _f("runs/demo", "report folder (index.html, PNG plots, one training run per method)")
     methods: tuple[str, ...] = _f(
-        ("uniform", "knapsack", "rounds"), "allocation methods to compare (comma list)"
+        ("uniform", "rounds", "pipelined"), "allocation methods to compare (comma list)"
     )
     seeds: tuple[int, ...] = _f(
         (0, 1, 2), "seeds (comma list); each runs every method from its own warm-start"
@@ -316,6 +316,8 @@ _COLORS = {
     "uniform": "tab:gray",
     "knapsack": "tab:blue",
     "rounds": "tab:red",
+    "pipelined": "tab:purple",
+    "stream": "tab:brown",
     "bayes": "tab:green",
     "paper": "tab:orange",
 }
@@ -469,9 +471,15 @@ def _intro(cfg: DemoConfig, runs: dict, seed, methods: list, key: str, seconds: 
         f" rounds draws {rc.step_prompts} prompts per step instead of {tc.step_prompts}, pilots "
         f"each with {rc.pilot} rollouts, then plans the rest ({rc.rounds} rounds, value "
         f"{rc.value})."
-        if "rounds" in methods
+        if "rounds" in methods or "pipelined" in methods
         else ""
     )
+    if "pipelined" in methods:
+        how_rounds += (
+            " pipelined plans the same way, but each step's pilot is generated in the "
+            "previous step's call (one update old, with its behaviour log-probs in the PPO "
+            "ratio), so a step has one generation call: see the modelled GPU time column."
+        )
     params = runs[seed][methods[0]]["config"].get("resolved", {}).get("parameters", "?")
     return (
         f"Built-in tiny Llama ({params} parameters, character tokenizer) on the built-in "
