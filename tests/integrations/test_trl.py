@@ -443,6 +443,13 @@ def test_history_counts_successes_not_reward_sums(tmp_path):
     assert tr._metrics["train"]["rounds/pilot_all_correct"][-1] == 0.25
 
 
+def test_methods_trl_cannot_run_say_why(tmp_path):
+    base = dict(per_device_train_batch_size=32, num_generations=8)
+    for method in ("stream", "pipelined"):  # the reference trainer's, not TRL's
+        with pytest.raises(ValueError, match=f"allocation_method='{method}' needs a generation"):
+            knapsack_args(tmp_path, **base, allocation_method=method)
+
+
 def test_retired_settings_fail_in_the_config(tmp_path):
     base = dict(allocation_method="rounds", per_device_train_batch_size=32, num_generations=8)
     with pytest.raises(ValueError, match="discount='auto' was removed"):

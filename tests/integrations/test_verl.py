@@ -233,6 +233,7 @@ def test_config_composition_with_overrides(kv, data_dir, tmp_path):
     "extra, message",
     [
         (["knapsack.method=greedy"], "knapsack.method: unknown 'greedy'"),
+        (["knapsack.method=pipelined"], "knapsack.method=pipelined is not available in verl"),
         (["knapsack.tracker=magic"], "knapsack.tracker: unknown 'magic'"),
         (["knapsack.colour=red"], "unknown setting(s) ['colour']"),
         (["trainer.use_v1=false"], "v0 trainer repeats every prompt"),

@@ -258,6 +258,11 @@ class KnapsackGRPOConfig(GRPOConfig):
         super().__post_init__()
         self.tracker_kwargs = _as_dict(self.tracker_kwargs, "tracker_kwargs")
         self.allocator_kwargs = _as_dict(self.allocator_kwargs, "allocator_kwargs")
+        if self.allocation_method in ("stream", "pipelined"):
+            raise ValueError(
+                f"allocation_method={self.allocation_method!r} needs a generation hook that "
+                "TRL 1.16's GRPOTrainer does not have (docs/trl.md); use 'rounds'"
+            )
         if self.allocation_method not in (*METHODS, "rounds"):
             raise ValueError(
                 f"allocation_method: unknown {self.allocation_method!r}; "
