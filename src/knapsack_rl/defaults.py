@@ -30,8 +30,9 @@ __all__ = [
 
 #: allocation method of :class:`knapsack_rl.Allocator` (and of the TRL and verl adapters)
 METHOD = "knapsack"
-#: the reference trainer's method: ``pipelined`` learned more than uniform at equal
-#: rollouts and at uniform's modelled GPU generation time (BENCHMARKS.md, issue 20)
+#: the default method of the reference trainer and the verl adapter (TRL cannot run it):
+#: ``pipelined`` learned more than uniform at equal rollouts and at uniform's modelled
+#: GPU generation time (BENCHMARKS.md, issue 20)
 TRAIN_METHOD = "pipelined"
 #: L, the smallest group per prompt
 MIN_ROLLOUTS = 2

@@ -233,7 +233,6 @@ def test_config_composition_with_overrides(kv, data_dir, tmp_path):
     "extra, message",
     [
         (["knapsack.method=greedy"], "knapsack.method: unknown 'greedy'"),
-        (["knapsack.method=pipelined"], "knapsack.method=pipelined is not available in verl"),
         (["knapsack.tracker=magic"], "knapsack.tracker: unknown 'magic'"),
         (["knapsack.colour=red"], "unknown setting(s) ['colour']"),
         (["trainer.use_v1=false"], "v0 trainer repeats every prompt"),
@@ -1072,3 +1071,117 @@ def test_poll_sessions_fetches_only_new_sessions(kv, monkeypatch):
     uids, sessions, rewards, status = kv.poll_sessions(["u1"], skip={("u1", 0)})
     assert fetched == [["u1_1_0"]] and uids == ["u1"] and sessions.tolist() == [1]
     assert rewards.tolist() == [0.0] and status == {"u1": "running"}
+
+
+# ------------------------------------------------------------------ pipelined
+def _sessions_of(t, uids):
+    return {u: sorted(t.started.get(u, [])) for u in uids}
+
+
+def test_pipelined_runs_the_next_pilot_in_this_steps_call(kv, data_dir, tmp_path, monkeypatch):
+    """method=pipelined: step 1 pilots its own batch, then one call holds its rest and the
+    next batch's pilot; step 2 reuses that pilot (no new pilot sessions), and each step's
+    replay-buffer sample is its own batch, whole."""
+    monkeypatch.setattr(kv, "POLL_SECONDS", 0.0)
+    t = _in_process_trainer(kv, data_dir, tmp_path, monkeypatch, "knapsack.method=pipelined")
+    assert t.config.algorithm.rollout_correction.bypass_mode  # the launcher set both
+    assert t.config.actor_rollout_ref.rollout.calculate_log_probs
+    submits = []
+    base = type(t).__mro__[1]._submit_batch_to_rollout
+    monkeypatch.setattr(
+        type(t).__mro__[1],
+        "_submit_batch_to_rollout",
+        lambda self, b: submits.append(sorted({str(u) for u in b["uid"]})) or base(self, b),
+    )
+
+    def sample(step):
+        buffer = t._build_replay_buffer()
+        meta, _ = buffer.sample(global_steps=step, partition_id="train", batch_size=2 * M)
+        data = t.fake_tq.kv_batch_get(
+            keys=meta.keys, partition_id="train", select_fields=["rm_scores"]
+        )
+        return meta, kv.step_sessions(meta.keys, meta.tags, list(data["rm_scores"]))
+
+    b1 = t._next_train_batch()
+    u1 = [str(u) for u in b1["uid"]]
+    t._submit_batch_to_rollout(b1)
+    u2 = [str(u) for u in t._ahead["batch"]["uid"]]
+    assert not set(u1) & set(u2)
+    # calls: step 1's pilot, its rest (same uids), the next pilot (new uids)
+    assert submits[0] == sorted(u1) and set(submits[1]) <= set(u1) and submits[2] == sorted(u2)
+    s1 = _sessions_of(t, u1)
+    assert sum(len(s) for s in s1.values()) == M * 8
+    assert all(s == list(range(len(s))) and len(s) >= 2 for s in s1.values())
+    assert all(_sessions_of(t, u2)[u] == [0, 1] for u in u2)  # the next pilot: 2 each
+    assert all(t.fake_tq.tags[u]["status"] == "running" for u in u2)  # hidden until step 2
+    meta, (got, sess, rewards) = sample(1)
+    assert {k.split("_")[0] for k in meta.keys} == set(u1) and len(meta.keys) == M * 8
+    t.knapsack.observe(got, rewards, sess)
+
+    t.global_steps = 2
+    submits.clear()
+    b2 = t._next_train_batch()
+    assert [str(u) for u in b2["uid"]] == u2  # the batch drawn a step early
+    t._submit_batch_to_rollout(b2)
+    u3 = [str(u) for u in t._ahead["batch"]["uid"]]
+    assert len(submits) == 2 and set(submits[0]) <= set(u2) and submits[1] == sorted(u3)
+    s2 = _sessions_of(t, u2)  # the pilot's sessions 0, 1 ran once; the rest numbered after
+    assert sum(len(s) for s in s2.values()) == M * 8
+    assert all(s == list(range(len(s))) for s in s2.values())
+    meta, (got, sess, rewards) = sample(2)
+    assert {k.split("_")[0] for k in meta.keys} == set(u2) and len(meta.keys) == M * 8
+    metrics = t.knapsack.observe(got, rewards, sess)
+    assert metrics["knapsack/rollouts"] == M * 8
+    index = {str(u): int(i) for u, i in zip(b2["uid"], b2["index"])}
+    assert t.knapsack.tracker.stats([index[u] for u in u2]).attempts.sum() >= M * 8
+
+    # the last step draws no next batch
+    t.global_steps = t.total_training_steps
+    submits.clear()
+    t._submit_batch_to_rollout(t._next_train_batch())
+    assert len(submits) == 1 and t._ahead is None
+
+
+def test_pipelined_checkpoint_keeps_the_next_batch(kv, data_dir, tmp_path, monkeypatch):
+    """The next batch is saved with the checkpoint; after a resume it is trained next, and
+    its pilot (lost with TransferQueue) runs again in a call of its own."""
+    monkeypatch.setattr(kv, "POLL_SECONDS", 0.0)
+    t = _in_process_trainer(kv, data_dir, tmp_path, monkeypatch, "knapsack.method=pipelined")
+    t._submit_batch_to_rollout(t._next_train_batch())
+    u2 = [str(u) for u in t._ahead["batch"]["uid"]]
+    monkeypatch.setattr(type(t).__mro__[1], "_save_checkpoint", lambda self: None)
+    monkeypatch.setattr(type(t).__mro__[1], "_load_checkpoint", lambda self: None)
+    t._save_checkpoint()
+    folder = tmp_path / "ckpt" / "global_step_1"
+    assert (folder / kv.NEXT_BATCH_FILE).exists() and not list(folder.glob("*.tmp*"))
+
+    r = _in_process_trainer(kv, data_dir, tmp_path, monkeypatch, "knapsack.method=pipelined")
+    r._load_checkpoint()
+    assert r._ahead["piloted"] is False
+    b = r._next_train_batch()
+    assert [str(u) for u in b["uid"]] == u2
+    r._submit_batch_to_rollout(b)
+    s = _sessions_of(r, u2)
+    assert sum(len(x) for x in s.values()) == M * 8
+    assert all(x == list(range(len(x))) and len(x) >= 2 for x in s.values())
+
+
+def test_pipelined_settings_are_checked(kv, data_dir, tmp_path):
+    cfg = compose(
+        kv,
+        data_dir,
+        tmp_path,
+        "knapsack.method=pipelined",
+        "algorithm.rollout_correction.bypass_mode=false",
+    )
+    with pytest.raises(kv.KnapsackConfigError, match="bypass_mode=true"):
+        kv.check_config(cfg)
+    cfg = compose(kv, data_dir, tmp_path, "knapsack.method=pipelined", "knapsack.rounds=1")
+    with pytest.raises(kv.KnapsackConfigError, match="needs knapsack.rounds=2"):
+        kv.check_config(cfg)
+    kv.check_config(compose(kv, data_dir, tmp_path, "knapsack.method=pipelined"))
+    # the default: pipelined, beta tracker, the manager and bypass mode set by the launcher
+    args = [a for a in overrides(data_dir, tmp_path) if not a.startswith("knapsack.")]
+    kcfg = kv.check_config(compose_overrides(kv, args))
+    assert kcfg.method == "pipelined" and kcfg.allocation(N).tracker_kind == "beta"
+    assert kv.KnapsackState(kcfg, N).pipelined

@@ -53,6 +53,7 @@ at start-up, before any worker is created.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import time
@@ -66,15 +67,14 @@ import numpy as np
 from knapsack_rl import Allocator, defaults
 from knapsack_rl.allocation import METHODS
 from knapsack_rl.allocation.rounds import check_value
+from knapsack_rl.atomic import atomic_write_bytes
 from knapsack_rl.metrics import (
     allocation_stats,
     effective_gradient_ratio,
 )
 from knapsack_rl.planning.base import positions
 from knapsack_rl.planning.session import (
-    PLANNED as _SESSION_PLANNED,
-)
-from knapsack_rl.planning.session import (
+    PLANNED,
     TRACKER_FILE,
     AllocationConfig,
     AllocationSession,
@@ -98,14 +98,14 @@ TRAINER_NAME = "knapsack"
 MODULE = "knapsack_rl.integrations.verl"
 """What ``VERL_USE_EXTERNAL_MODULES`` must name so that verl registers the trainer."""
 
-#: the planned methods verl runs (``pipelined`` needs the next batch's prompts early)
-PLANNED = tuple(m for m in _SESSION_PLANNED if m != "pipelined")
-
 # TRACKER_FILE and PLANNER_FILE (the session's): the tracker and, for ``rounds`` and
 # ``stream``, the planner's state, inside each ``global_step_<k>`` folder.
 
 MANAGER = f"{MODULE}.KnapsackAgentLoopManager"
 """``agent_loop_manager_class`` of ``rounds=2``: verl's, with sessions numbered across rounds."""
+
+NEXT_BATCH_FILE = "knapsack_next_batch.pt"
+"""``pipelined``: the next step's batch, drawn a step early, in each checkpoint folder."""
 
 SESSION_OFFSET = "__session_offset__"
 """Batch field of a second round: the first session id of each prompt (its pilot's size)."""
@@ -150,6 +150,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ  # noqa: E402
 from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY, register_trainer  # noqa: E402
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync  # noqa: E402
+from verl.utils import tensordict_utils as tu  # noqa: E402
 
 
 # --- settings ----------------------------------------------------------------
@@ -163,6 +164,8 @@ class KnapsackVerlConfig:
             over the prompts seen (stale evidence decayed) and this step's own draws.
             ``stream``: the same planner's rollouts released as sessions return, with no
             barrier (the pilot's long sessions run while the rest is planned).
+            ``pipelined``: ``rounds``, with each step's pilot generated in the previous
+            step's call (one call per step; needs verl's bypass mode, below).
         value: value model of ``rounds`` and ``stream`` (``grpo`` or ``paper``).
         commit: ``stream``: share of the pilot's sessions after which the whole budget is out.
         concurrency: ``stream``: most sessions in flight at once (None: no limit).
@@ -178,7 +181,9 @@ class KnapsackVerlConfig:
         prior_tracker: ``rounds``: a previous run's tracker file (``knapsack_tracker.npz``)
             whose estimates seed the priors of the prompts it has seen.
         prior_half_life: ``rounds``: steps until a prompt's own evidence counts half.
-        tracker: success-rate tracker kind (``paper``, ``window``, ``beta``).
+        tracker: success-rate tracker kind: ``auto`` (``paper`` for ``method=paper``,
+            ``beta`` for ``bayes`` and the planned methods, else ``window``), ``paper``,
+            ``window`` or ``beta``.
         tracker_kwargs: extra arguments for the tracker (e.g. ``{window: 32}``).
         min_rollouts: smallest group per prompt (>= 2: verl's GRPO gives a
             group of one its raw reward as advantage).
@@ -188,7 +193,7 @@ class KnapsackVerlConfig:
         success_threshold: a rollout succeeds when its reward >= this.
     """
 
-    method: str = "knapsack"
+    method: str = defaults.TRAIN_METHOD
     value: str = defaults.VALUE
     commit: float = defaults.COMMIT
     concurrency: int | None = None
@@ -199,7 +204,7 @@ class KnapsackVerlConfig:
     pass_rate_column: str | None = None
     prior_tracker: str | None = None
     prior_half_life: float = defaults.PRIOR_HALF_LIFE
-    tracker: str = "paper"
+    tracker: str = "auto"
     tracker_kwargs: dict = field(default_factory=dict)
     min_rollouts: int = 2
     max_rollouts: int = 128
@@ -272,12 +277,7 @@ def check_config(config) -> KnapsackVerlConfig:
 def _setting_problems(kcfg: KnapsackVerlConfig) -> list[str]:
     """Problems with the ``knapsack`` settings themselves."""
     problems: list[str] = []
-    if kcfg.method == "pipelined":
-        problems.append(
-            "knapsack.method=pipelined is not available in verl yet (docs/verl.md says what "
-            "it needs); use knapsack.method=stream"
-        )
-    elif kcfg.method not in (*METHODS, *PLANNED):
+    if kcfg.method not in (*METHODS, *PLANNED):
         problems.append(
             f"knapsack.method: unknown {kcfg.method!r}; expected one of "
             f"{', '.join((*METHODS, *PLANNED))}"
@@ -286,13 +286,15 @@ def _setting_problems(kcfg: KnapsackVerlConfig) -> list[str]:
         check_value(kcfg.value)
     except ValueError as e:
         problems.append(f"knapsack.{e}")
-    if kcfg.tracker not in TRACKERS:
+    if kcfg.tracker not in ("auto", *TRACKERS):
         problems.append(
-            f"knapsack.tracker: unknown {kcfg.tracker!r}; expected one of {', '.join(TRACKERS)}"
+            f"knapsack.tracker: unknown {kcfg.tracker!r}; expected one of auto, "
+            f"{', '.join(TRACKERS)}"
         )
     else:
+        kind = kcfg.allocation(1).tracker_kind
         try:
-            make_tracker(kcfg.tracker, threshold=kcfg.success_threshold, **kcfg.tracker_kwargs)
+            make_tracker(kind, threshold=kcfg.success_threshold, **kcfg.tracker_kwargs)
         except (TypeError, ValueError) as e:
             problems.append(f"knapsack.tracker_kwargs: {e}")
     if not kcfg.prompt_id_key:
@@ -413,8 +415,14 @@ def _rounds_problems(config, kcfg: KnapsackVerlConfig, n: int) -> list[str]:
         k = kcfg.concurrency
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             problems.append(f"knapsack.concurrency={k!r}: must be an integer >= 1 or null")
+    if kcfg.method == "pipelined":
+        problems += _pipelined_problems(config, kcfg)
     if kcfg.rounds == 2 or kcfg.method == "stream":
-        what = "knapsack.method=stream" if kcfg.method == "stream" else "knapsack.rounds=2"
+        what = (
+            f"knapsack.method={kcfg.method}"
+            if kcfg.method in ("stream", "pipelined")
+            else "knapsack.rounds=2"
+        )
         agent = config.actor_rollout_ref.rollout.get("agent", None) or {}
         manager = agent.get("agent_loop_manager_class", None)
         if manager != MANAGER:
@@ -432,6 +440,32 @@ def _rounds_problems(config, kcfg: KnapsackVerlConfig, n: int) -> list[str]:
                 f"{what}; give the reward model its own resource pool, or use knapsack.method=rounds "
                 "with knapsack.rounds=1"
             )
+    return problems
+
+
+def _pipelined_problems(config, kcfg: KnapsackVerlConfig) -> list[str]:
+    """What stops ``method=pipelined``: two rounds, and the pilot's behaviour log-probs as
+    ``old_log_probs`` (verl's bypass mode), since the pilot is one update old."""
+    problems = []
+    if kcfg.rounds != 2:
+        problems.append(
+            f"knapsack.rounds={kcfg.rounds}: knapsack.method=pipelined carries a pilot, so it "
+            "needs knapsack.rounds=2"
+        )
+    corr = config.algorithm.get("rollout_correction", None) or {}
+    logprobs = config.actor_rollout_ref.rollout.get("calculate_log_probs", False)
+    if not corr.get("bypass_mode", False) or not logprobs:
+        problems.append(
+            "knapsack.method=pipelined trains on pilots one update old, so their PPO ratio "
+            "must be against the policy that generated them: set "
+            "algorithm.rollout_correction.bypass_mode=true and "
+            "actor_rollout_ref.rollout.calculate_log_probs=true (the launcher sets both)"
+        )
+    if corr.get("loss_type", "ppo_clip") != "ppo_clip":
+        problems.append(
+            f"algorithm.rollout_correction.loss_type={corr.get('loss_type')!r}: "
+            "knapsack.method=pipelined was measured with ppo_clip"
+        )
     return problems
 
 
@@ -533,7 +567,8 @@ class KnapsackState(SessionBacked):
     step, and :meth:`observe` records the rest and updates the tracker once. ``stream``:
     :meth:`allocate` gives the pilot; :meth:`stream_record` takes sessions as they return
     (and failed groups) and says which prompts get sessions now;
-    :meth:`observe` records what is left and updates the tracker once.
+    :meth:`observe` records what is left and updates the tracker once. ``pipelined``: as
+    ``rounds=2``, with the pilot's sessions generated a step earlier (:meth:`pilot_counts`).
     """
 
     def __init__(self, kcfg: KnapsackVerlConfig, rollout_n: int) -> None:
@@ -545,6 +580,7 @@ class KnapsackState(SessionBacked):
         self.session = AllocationSession(alloc) if kcfg.method in PLANNED else None
         self._tracker: Tracker = alloc.make_tracker() if self.session is None else None
         self.streaming = kcfg.method == "stream"
+        self.pipelined = kcfg.method == "pipelined"
         self._seen: set[tuple[str, int]] = set()  # stream: (uid, session) recorded so far
         self._failed: set[int] = set()  # stream: positions of the groups that failed
         self.oversample = int(kcfg.oversample) if self.planner is not None else 1
@@ -560,6 +596,11 @@ class KnapsackState(SessionBacked):
     def two_rounds(self) -> bool:
         """True when each step is generated as a pilot, then the rest (``rounds=2``)."""
         return self.planner is not None and not self.streaming and self.planner.rounds >= 2
+
+    def pilot_counts(self, prompts: int) -> np.ndarray:
+        """``pipelined``: the pilot of a batch of ``prompts`` prompts, int64 ``(prompts,)``,
+        known before its step starts (what :meth:`allocate` will return for it)."""
+        return self.planner.pilot_counts(prompts, self.budget(prompts))
 
     def budget(self, prompts: int) -> int:
         """Rollouts for a batch of ``prompts`` prompts: ``rollout.n`` per uniform prompt, and a
@@ -854,6 +895,8 @@ class KnapsackPPOTrainer(PPOTrainerSync):
             config.trainer.v1.trainer_mode = "sync"
         super().__init__(config)
         self.knapsack = KnapsackState(self.knapsack_config, config.actor_rollout_ref.rollout.n)
+        # pipelined: the next step's batch, fetched a step early, and whether its pilot ran
+        self._ahead: dict | None = None
 
     # start-up: the prompt-id column
     def _init_dataloader(self):
@@ -863,6 +906,10 @@ class KnapsackPPOTrainer(PPOTrainerSync):
 
     # allocation
     def _next_train_batch(self, num_prompts: int | None = None):
+        if num_prompts is None and self._ahead is not None:  # pipelined: fetched last step
+            batch = self._ahead["batch"]
+            tu.assign_non_tensor_data(batch, "global_steps", self.global_steps)
+            return batch
         if num_prompts is None:  # a step's batch: rounds draws oversample x the prompts
             num_prompts = self.config.data.train_batch_size * self.knapsack.oversample
         return super()._next_train_batch(num_prompts)
@@ -884,6 +931,9 @@ class KnapsackPPOTrainer(PPOTrainerSync):
             groups=batch_column(batch, self.knapsack_config.prior_group_column),
             rates=batch_column(batch, self.knapsack_config.pass_rate_column),
         )
+        if self.knapsack.pipelined:
+            ahead, self._ahead = self._ahead, None
+            return self._pipelined(batch, uids, rollouts, ahead if ahead is not None else {})
         batch["__rollout_n__"] = torch.as_tensor(rollouts, dtype=torch.int64)
         submitted = super()._submit_batch_to_rollout(batch)
         if self.knapsack.streaming:
@@ -891,19 +941,57 @@ class KnapsackPPOTrainer(PPOTrainerSync):
             return submitted
         if not self.knapsack.two_rounds:
             return submitted
-        # rounds=2: wait for the pilot, plan the rest from its rewards, send it under the same uids
         t0 = time.perf_counter()
+        self._send_rest(batch, uids, rollouts)
+        self.knapsack.pilot_seconds += time.perf_counter() - t0
+        return submitted
+
+    def _send_rest(self, batch, uids: list[str], pilot: np.ndarray) -> None:
+        """``rounds=2`` and ``pipelined``: wait for the pilot, plan the rest from its rewards,
+        and send it under the same uids, its sessions numbered after the pilot's."""
         got, _, rewards, failed = wait_for_round(uids)
         self.knapsack.record_round(got, rewards)
         extra = self.knapsack.next_round(skip=failed)
-        self.knapsack.pilot_seconds += time.perf_counter() - t0
         pick = np.flatnonzero(extra > 0)
         if pick.size:
             rest = batch[torch.as_tensor(pick)]
             rest["__rollout_n__"] = torch.as_tensor(extra[pick], dtype=torch.int64)
-            rest[SESSION_OFFSET] = torch.as_tensor(rollouts[pick], dtype=torch.int64)
+            rest[SESSION_OFFSET] = torch.as_tensor(pilot[pick], dtype=torch.int64)
             super()._submit_batch_to_rollout(rest)
-        return submitted
+
+    def _pipelined(self, batch, uids: list[str], pilot: np.ndarray, ahead: dict) -> int:
+        """``pipelined``: this step's pilot ran in the last step's call (``ahead["piloted"]``;
+        the first step, or the first after a resume, runs its own); plan the rest from it,
+        then make one call of the rest and the next batch's pilot, and wait for both, since
+        sync mode puts the engine to sleep for training. The next batch's finished pilot
+        groups are marked ``running`` until their step, so the replay buffer leaves them."""
+        t0 = time.perf_counter()
+        if ahead.get("piloted"):
+            if not np.array_equal(ahead["counts"], pilot):  # pragma: no cover - by construction
+                raise RuntimeError("pipelined: the carried pilot is not the one this step plans")
+            for u in uids:  # visible again: this step's groups
+                status = "failure" if u in ahead["failed"] else "finished"
+                tq.kv_put(key=u, partition_id="train", tag={"status": status})
+        else:
+            batch["__rollout_n__"] = torch.as_tensor(pilot, dtype=torch.int64)
+            super()._submit_batch_to_rollout(batch)
+        self._send_rest(batch, uids, pilot)
+        waited = list(uids)
+        if self.global_steps < self.total_training_steps:  # the next step's pilot, same call
+            nxt = self._next_train_batch(len(uids))
+            nuids = [str(u) for u in _as_list(nxt["uid"])]
+            counts = self.knapsack.pilot_counts(len(nuids))
+            nxt["__rollout_n__"] = torch.as_tensor(counts, dtype=torch.int64)
+            super()._submit_batch_to_rollout(nxt)
+            waited += nuids
+        _, _, _, failed = wait_for_round(waited)
+        if len(waited) > len(uids):
+            for u in nuids:  # not this step's: hidden from the replay buffer until theirs
+                tq.kv_put(key=u, partition_id="train", tag={"status": "running"})
+            self._ahead = {"batch": nxt, "counts": counts, "piloted": True}
+            self._ahead["failed"] = set(failed) & set(nuids)
+        self.knapsack.pilot_seconds += time.perf_counter() - t0
+        return len(batch)
 
     def _stream(self, batch, uids: list[str], requested: np.ndarray) -> None:
         """``stream``: while the step's sessions return, feed their rewards to the planner
@@ -972,6 +1060,10 @@ class KnapsackPPOTrainer(PPOTrainerSync):
 
     def _save_checkpoint(self):
         self.knapsack.save(self._step_folder())
+        if self._ahead is not None:  # pipelined: the next batch (its pilot is not kept)
+            buf = io.BytesIO()
+            torch.save(self._ahead["batch"], buf)
+            atomic_write_bytes(os.path.join(self._step_folder(), NEXT_BATCH_FILE), buf.getvalue())
         super()._save_checkpoint()
 
     def _load_checkpoint(self):
@@ -987,6 +1079,9 @@ class KnapsackPPOTrainer(PPOTrainerSync):
                 f"[knapsack-rl] no {TRACKER_FILE} in {folder}: the tracker starts empty",
                 file=sys.stderr,
             )
+        path = os.path.join(folder, NEXT_BATCH_FILE)
+        if self.knapsack.pipelined and os.path.exists(path):  # drawn, its pilot lost: redo it
+            self._ahead = {"batch": torch.load(path, weights_only=False), "piloted": False}
 
 
 if TRAINER_REGISTRY.get(TRAINER_NAME) is None:
@@ -997,8 +1092,8 @@ if TRAINER_REGISTRY.get(TRAINER_NAME) is None:
 def launch_overrides(argv: list[str]) -> list[str]:
     """verl overrides for a knapsack run: ``knapsack.x=`` becomes ``++knapsack.x=``, the
     trainer mode defaults to ``knapsack``, every Ray worker imports this module, and
-    ``knapsack.method=rounds`` (2 rounds) and ``stream`` get :data:`MANAGER` as agent-loop
-    manager."""
+    ``knapsack.method=rounds`` (2 rounds), ``stream`` and ``pipelined`` get :data:`MANAGER`
+    as agent-loop manager, and ``pipelined`` verl's bypass mode with rollout log-probs."""
     out = []
     for a in argv:
         if a.startswith("knapsack."):
@@ -1009,10 +1104,17 @@ def launch_overrides(argv: list[str]) -> list[str]:
     setting = {a.lstrip("+").split("=", 1)[0]: a.split("=", 1)[-1] for a in out if "=" in a}
     manager = "actor_rollout_ref.rollout.agent.agent_loop_manager_class"
     rounds = setting.get("knapsack.rounds", str(defaults.ROUNDS)).strip()
-    method = setting.get("knapsack.method")
-    needs = method == "stream" or (method == "rounds" and rounds != "1")
+    method = setting.get("knapsack.method", defaults.TRAIN_METHOD)
+    needs = method in ("stream", "pipelined") or (method == "rounds" and rounds != "1")
     if needs and manager not in setting:
         out.append(f"++{manager}={MANAGER}")
+    if method == "pipelined":  # the pilot's PPO ratio against the policy that generated it
+        for key in (
+            "algorithm.rollout_correction.bypass_mode",
+            "actor_rollout_ref.rollout.calculate_log_probs",
+        ):
+            if key not in setting:
+                out.append(f"{key}=true")
     out.append(
         f"++ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES={_modules_env()}"
     )
