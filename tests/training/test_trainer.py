@@ -207,6 +207,20 @@ def test_pipelined_pilot_is_generated_a_step_early_with_its_behaviour_logprobs(t
         cfg.replace(rounds=1).validate()
 
 
+def test_stale_logprobs_sit_on_the_completion_targets():
+    """A stale rollout's behaviour log-probs replace the PPO denominator exactly on its
+    completion tokens' targets (the loss mask), nowhere else."""
+    from knapsack_rl.training.grpo import build_sequences
+    from knapsack_rl.training.trainer import _stale_logprobs
+
+    prompts, comps = [[1, 2, 3], [4, 5]], [[6, 7], [8, 9, 10]]
+    b = build_sequences(prompts, comps, pad_id=0)
+    vals, where = _stale_logprobs(b, prompts, [torch.tensor([-1.0, -2.0]), None])
+    assert torch.equal(where[0], b.target_mask()[0] > 0) and not where[1].any()
+    assert vals[0][where[0]].tolist() == [-1.0, -2.0]
+    assert _stale_logprobs(b, prompts, [None, None]) is None
+
+
 def test_knapsack_allocations_vary_and_budget_holds(tmp_path):
     cfg = tiny(tmp_path, steps=10, train_prompts=8, eval_every=0, save_every=0, temperature=2.0)
     Trainer(cfg, reward_fn=_graded).run()
