@@ -36,8 +36,14 @@ number the new sessions after the pilot's. verl then samples the
 each whole group. ``method=stream`` draws the same prompts and pilot but does not
 wait: the driver polls TransferQueue for sessions as they end, feeds their rewards to
 a :class:`~knapsack_rl.StreamPlanner` and starts the sessions it releases at once
-(same uids, numbered after the earlier ones), returning once every session is back. The rewards must come from the agent loop (a rule-based reward,
-or a reward model on its own resource pool), which is verl's default.
+(same uids, numbered after the earlier ones), returning once every session is back.
+``method=pipelined`` (the default) plans as ``rounds=2``, but each batch's pilot was
+submitted with the previous step's rest (the batch is drawn a step early and its
+finished pilot groups are marked ``running`` until their step, so the replay buffer
+leaves them), so a step waits on one call; verl's bypass mode makes the pilot's
+``old_log_probs`` the engine's, the policy that generated it. The rewards must come
+from the agent loop (a rule-based reward, or a reward model on its own resource
+pool), which is verl's default.
 
 Everything runs in the single controller (the TaskRunner actor), so on
 multi-node runs the allocation is computed once and is the same for every worker.
