@@ -994,8 +994,12 @@ class KnapsackPPOTrainer(PPOTrainerSync):
         if len(waited) > len(uids):
             for u in nuids:  # not this step's: hidden from the replay buffer until theirs
                 tq.kv_put(key=u, partition_id="train", tag={"status": "running"})
-            self._ahead = {"batch": nxt, "counts": counts, "piloted": True}
-            self._ahead["failed"] = set(failed) & set(nuids)
+            self._ahead = {
+                "batch": nxt,
+                "counts": counts,
+                "piloted": True,
+                "failed": set(failed) & set(nuids),
+            }
         self.knapsack.pilot_seconds += time.perf_counter() - t0
         return len(batch)
 
